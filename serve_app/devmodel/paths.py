@@ -1,0 +1,39 @@
+"""Where the dev model lives, without importing torch.
+
+Configs name dev-model artifacts as ``devmodel:<artifact>`` (for example
+``devmodel:base``) so the same YAML works whatever cache folder a machine uses.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+ENV_DIR = "SERVE_APP_DEVMODEL_DIR"
+SCHEME = "devmodel:"
+
+# Sub-folders of a build; the builder writes exactly these.
+ARTIFACTS = ("base", "gptoss", "adapters", "tiktoken")
+
+
+def default_dir() -> Path:
+    """The build folder: $SERVE_APP_DEVMODEL_DIR, else the user's cache dir."""
+    if env := os.environ.get(ENV_DIR):
+        return Path(env).expanduser().resolve()
+    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
+    return (Path(cache).expanduser() / "serve_app" / "devmodel").resolve()
+
+
+def resolve(path: str) -> str:
+    """Turn ``devmodel:<artifact>[/sub]`` into a real path; expand ``~`` and env vars otherwise."""
+    if path.startswith(SCHEME):
+        rel = path[len(SCHEME) :].strip("/")
+        if not rel or rel.split("/")[0] not in ARTIFACTS:
+            raise ValueError(f"unknown dev-model artifact {path!r}; expected one of {ARTIFACTS}")
+        return str(default_dir() / rel)
+    return os.path.expanduser(os.path.expandvars(path))
+
+
+def tiktoken_dir(root: Path | None = None) -> Path:
+    """Folder holding ``o200k_base.tiktoken`` (for ``TIKTOKEN_ENCODINGS_BASE``)."""
+    return (root or default_dir()) / "tiktoken"

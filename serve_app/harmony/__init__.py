@@ -1,0 +1,1 @@
+"""Everything gpt-oss-specific: chat requests to Harmony tokens and back."""

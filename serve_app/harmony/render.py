@@ -1,0 +1,135 @@
+"""Render an OpenAI-style chat conversation into Harmony prompt tokens.
+
+The request's system and developer messages become the developer message's
+instructions; function tools go into the developer message; the Harmony system
+message carries the reasoning effort and the conversation date. Assistant tool
+calls become ``commentary`` messages to ``functions.<name>`` with
+``<|constrain|>json``; tool results are authored by ``functions.<name>``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+from openai_harmony import (
+    Author,
+    Conversation,
+    DeveloperContent,
+    Message,
+    ReasoningEffort,
+    RenderConversationConfig,
+    Role,
+    SystemContent,
+    ToolDescription,
+)
+
+from serve_app.harmony.encoding import harmony_encoding
+
+EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
+
+
+def _text(content: Any) -> str:
+    """Content as a string, or a list of ``{"type": "text", "text": ...}`` parts."""
+    if content is None:
+        return ""
+    if isinstance(content, str):
+        return content
+    return "".join(part.get("text", "") for part in content if part.get("type") == "text")
+
+
+def _header(
+    messages: Sequence[dict], tools: Sequence[dict], effort: str, date: str | None
+) -> list[Message]:
+    system = SystemContent.new().with_reasoning_effort(EFFORTS[effort])
+    if date:
+        system = system.with_conversation_start_date(date)
+    out = [Message.from_role_and_content(Role.SYSTEM, system)]
+    instructions = "\n\n".join(
+        _text(m.get("content")) for m in messages if m["role"] in ("system", "developer")
+    )
+    if instructions or tools:
+        developer = DeveloperContent.new()
+        if instructions:
+            developer = developer.with_instructions(instructions)
+        if tools:
+            developer = developer.with_function_tools(
+                [
+                    ToolDescription.new(t["name"], t.get("description") or "", parameters=t.get("parameters"))
+                    for t in tools
+                ]
+            )
+        out.append(Message.from_role_and_content(Role.DEVELOPER, developer))
+    return out
+
+
+def tool_call_message(name: str, arguments: str) -> Message:
+    return (
+        Message.from_role_and_content(Role.ASSISTANT, arguments)
+        .with_channel("commentary")
+        .with_recipient(f"functions.{name}")
+        .with_content_type("<|constrain|>json")
+    )
+
+
+def _history(messages: Iterable[dict]) -> list[Message]:
+    out: list[Message] = []
+    call_names: dict[str, str] = {}
+    for m in messages:
+        role = m["role"]
+        if role == "user":
+            out.append(Message.from_role_and_content(Role.USER, _text(m.get("content"))))
+        elif role == "assistant":
+            if text := _text(m.get("content")):
+                out.append(Message.from_role_and_content(Role.ASSISTANT, text).with_channel("final"))
+            for call in m.get("tool_calls") or []:
+                fn = call["function"]
+                call_names[call["id"]] = fn["name"]
+                args = fn.get("arguments") or "{}"
+                out.append(tool_call_message(fn["name"], args if isinstance(args, str) else json.dumps(args)))
+        elif role == "tool":
+            name = call_names.get(m.get("tool_call_id", ""), m.get("name") or "tool")
+            out.append(
+                Message.from_author_and_content(Author.new(Role.TOOL, f"functions.{name}"), _text(m.get("content")))
+                .with_channel("commentary")
+                .with_recipient("assistant")
+            )
+    return out
+
+
+def conversation(
+    messages: Sequence[dict],
+    tools: Sequence[dict] = (),
+    effort: str = "medium",
+    date: str | None = None,
+) -> list[Message]:
+    """Harmony messages for an OpenAI-style conversation (``tools`` are function specs)."""
+    return _header(messages, tools, effort, date) + _history(messages)
+
+
+def render_prompt(harmony_messages: list[Message]) -> list[int]:
+    """Prompt tokens, ending with ``<|start|>assistant`` for the model to continue."""
+    return list(
+        harmony_encoding().render_conversation_for_completion(
+            Conversation.from_messages(harmony_messages), Role.ASSISTANT
+        )
+    )
+
+
+def render_completion(harmony_messages: list[Message], reply: list[Message]) -> list[int]:
+    """The tokens of ``reply`` as the model should generate them after the prompt.
+
+    Rendered as training data: a final answer ends with ``<|return|>``, a tool
+    call with ``<|call|>``, and the reply's analysis is kept.
+    """
+    prompt = render_prompt(harmony_messages)
+    full = list(
+        harmony_encoding().render_conversation_for_training(
+            Conversation.from_messages(harmony_messages + reply),
+            RenderConversationConfig(auto_drop_analysis=False),
+        )
+    )
+    if full[: len(prompt)] != prompt:
+        raise ValueError("Harmony rendering of the reply does not extend the prompt")
+    return full[len(prompt) :]
