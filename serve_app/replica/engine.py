@@ -1,0 +1,148 @@
+"""The vLLM engine: the only module of the serving path that imports vLLM.
+
+Token ids in, token-id chunks out. It knows sampling and LoRA, nothing of HTTP,
+OpenAI or Harmony.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+from collections.abc import AsyncIterator
+
+from vllm import SamplingParams
+from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.lora.request import LoRARequest
+from vllm.sampling_params import RequestOutputKind
+from vllm.v1.engine.async_llm import AsyncLLM
+from vllm.v1.engine.exceptions import EngineDeadError
+
+from serve_app.config import AppConfig
+from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
+from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, InvalidRequest
+from serve_app.replica.adapters import AdapterSpec
+
+logger = logging.getLogger(__name__)
+
+
+def engine_args(cfg: AppConfig) -> AsyncEngineArgs:
+    """AsyncEngineArgs from the typed config."""
+    e, m, lora = cfg.engine, cfg.model, cfg.lora
+    kwargs: dict = dict(
+        model=m.resolved_path(),
+        served_model_name=m.served_name,
+        max_model_len=m.max_model_len,
+        dtype=m.dtype,
+        quantization=m.quantization,
+        tensor_parallel_size=e.tensor_parallel_size,
+        max_num_seqs=e.max_num_seqs,
+        max_num_batched_tokens=e.max_num_batched_tokens,
+        enable_prefix_caching=e.enable_prefix_caching,
+        enforce_eager=e.enforce_eager,
+        seed=e.seed,
+        kv_cache_memory_bytes=e.kv_cache_memory_bytes,
+        enable_log_requests=False,
+        disable_log_stats=True,
+    )
+    if e.device == "gpu":
+        kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
+        # Workers go into the replica's placement-group bundles, one GPU each.
+        kwargs["distributed_executor_backend"] = "ray"
+    if lora.enabled:
+        kwargs.update(
+            enable_lora=True,
+            max_loras=lora.max_loras,
+            max_lora_rank=lora.max_lora_rank,
+            max_cpu_loras=lora.adapters_per_replica,
+        )
+    return AsyncEngineArgs(**kwargs)
+
+
+def sampling_params(opts: SamplingOptions) -> SamplingParams:
+    return SamplingParams(
+        max_tokens=opts.max_tokens,
+        temperature=opts.temperature,
+        top_p=opts.top_p,
+        top_k=opts.top_k,
+        seed=opts.seed,
+        presence_penalty=opts.presence_penalty,
+        frequency_penalty=opts.frequency_penalty,
+        stop_token_ids=list(opts.stop_token_ids),
+        ignore_eos=opts.ignore_eos,
+        logprobs=opts.logprobs,
+        skip_special_tokens=False,
+        detokenize=False,
+        output_kind=RequestOutputKind.DELTA,
+    )
+
+
+class Engine:
+    """An AsyncLLM with the operations a replica needs."""
+
+    def __init__(self, cfg: AppConfig):
+        self._cfg = cfg
+        self._llm = AsyncLLM.from_engine_args(engine_args(cfg))
+        self._lora_ids = itertools.count(1)
+
+    async def generate(self, req: GenerateRequest, lora: LoRARequest | None = None) -> AsyncIterator[TokenChunk]:
+        """Stream delta chunks; closing the iterator aborts the engine request."""
+        prompt_len = len(req.prompt_token_ids)
+        completion = 0
+        try:
+            stream = self._llm.generate(
+                {"prompt_token_ids": req.prompt_token_ids},
+                sampling_params(req.sampling),
+                req.request_id,
+                lora_request=lora,
+            )
+            async for out in stream:
+                seq = out.outputs[0]
+                completion += len(seq.token_ids)
+                yield TokenChunk(
+                    token_ids=list(seq.token_ids),
+                    finish_reason=seq.finish_reason if out.finished else None,
+                    stop_reason=seq.stop_reason if out.finished else None,
+                    prompt_tokens=prompt_len,
+                    completion_tokens=completion,
+                )
+        except EngineDeadError as e:
+            raise EngineUnavailable("the engine of this replica died; retry the request") from e
+        except ValueError as e:
+            # vLLM's input validation (e.g. prompt longer than max_model_len).
+            raise InvalidRequest(str(e)) from e
+
+    async def abort(self, request_id: str) -> None:
+        await self._llm.abort(request_id)
+
+    def num_unfinished_requests(self) -> int:
+        return self._llm.get_num_unfinished_requests()
+
+    async def add_lora(self, spec: AdapterSpec) -> LoRARequest:
+        """Load a checked adapter; a failure leaves the engine serving."""
+        req = LoRARequest(lora_name=spec.name, lora_int_id=next(self._lora_ids), lora_path=spec.path)
+        try:
+            ok = await self._llm.add_lora(req)
+        except EngineDeadError as e:
+            raise EngineUnavailable("the engine of this replica died while loading an adapter") from e
+        except Exception as e:  # vLLM raises assorted errors for adapters it cannot load
+            logger.warning("engine refused adapter %s: %s", spec.name, e)
+            raise InvalidAdapter(f"adapter {spec.name!r} could not be loaded by the engine") from e
+        if not ok:
+            raise InvalidAdapter(f"adapter {spec.name!r} could not be loaded by the engine")
+        return req
+
+    async def remove_lora(self, lora_id: int) -> None:
+        await self._llm.remove_lora(lora_id)
+
+    async def list_loras(self) -> set[int]:
+        return await self._llm.list_loras()
+
+    async def check_health(self) -> None:
+        await self._llm.check_health()
+
+    @property
+    def errored(self) -> bool:
+        return self._llm.errored
+
+    def shutdown(self) -> None:
+        self._llm.shutdown()

@@ -1,0 +1,102 @@
+"""Session fixtures: the dev model, one local Ray + Serve, the real engine.
+
+Ray, Serve and each engine start once for the whole run. Serve binds to
+127.0.0.1 on a free port. Only the processes started here are stopped here.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
+
+pytestmark = pytest.mark.integration
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def devmodel_dir() -> Path:
+    from serve_app.devmodel.paths import default_dir
+
+    subprocess.run([sys.executable, "-m", "serve_app.devmodel", "build"], check=True)
+    return default_dir()
+
+
+@pytest.fixture(scope="session")
+def corpus(devmodel_dir) -> list[dict]:
+    return json.loads((devmodel_dir / "corpus.json").read_text())
+
+
+@pytest.fixture(scope="session")
+def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
+    """Greedy outputs of a plain vLLM run, before any Serve engine starts."""
+    out = tmp_path_factory.mktemp("direct") / "outputs.json"
+    subprocess.run(
+        [sys.executable, str(REPO / "tests/integration/direct_engine.py"), str(DEV_CONFIG), str(out)],
+        check=True,
+        timeout=600,
+    )
+    return json.loads(out.read_text())
+
+
+@pytest.fixture(scope="session")
+def serve_session(devmodel_dir, direct_outputs):
+    import ray
+    from ray import serve
+
+    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    yield serve
+    serve.shutdown()
+    ray.shutdown()
+
+
+def dev_args() -> dict:
+    return yaml.safe_load(DEV_CONFIG.read_text())["applications"][0]["args"]
+
+
+@pytest.fixture(scope="session")
+def adapters_root(devmodel_dir, tmp_path_factory) -> Path:
+    """The dev adapters plus malformed ones, in a root the replica is confined to."""
+    root = tmp_path_factory.mktemp("adapters")
+    for name in ("pirate", "terse"):
+        shutil.copytree(devmodel_dir / "adapters" / name, root / name)
+    from tests.integration import malformed
+
+    malformed.populate(root, devmodel_dir / "adapters" / "pirate", tmp_path_factory.mktemp("outside"))
+    return root
+
+
+@pytest.fixture(scope="session")
+def llama_app(serve_session, adapters_root):
+    from serve_app.app import build_app
+
+    args = dev_args()
+    args["lora"]["adapters_dir"] = str(adapters_root)
+    serve_session.run(build_app(args), name="dev", route_prefix="/dev")
+    return serve_session.get_deployment_handle("LLMReplica", app_name="dev")
+
+
+@pytest.fixture(scope="session")
+def gptoss_app(serve_session):
+    from serve_app.app import build_app
+
+    args = dev_args()
+    args["model"]["path"] = "devmodel:gptoss"
+    args["lora"] = {"enabled": False}
+    serve_session.run(build_app(args), name="gptoss", route_prefix="/gptoss")
+    return serve_session.get_deployment_handle("LLMReplica", app_name="gptoss")

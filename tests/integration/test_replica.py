@@ -1,0 +1,147 @@
+"""LLMReplica on real Ray Serve with the real vLLM engine on the dev model."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+
+from serve_app.protocol.engine import GenerateRequest, SamplingOptions
+from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
+from tests.integration.malformed import BROKEN
+
+pytestmark = pytest.mark.integration
+
+STOP = [200002, 200012]  # <|return|>, <|call|>
+
+
+def _request(prompt: list[int], adapter: str | None = None, **sampling) -> GenerateRequest:
+    opts = {"temperature": 0.0, "max_tokens": 128, "stop_token_ids": STOP} | sampling
+    return GenerateRequest(
+        request_id=f"test-{uuid.uuid4().hex}", prompt_token_ids=prompt, sampling=SamplingOptions(**opts),
+        adapter=adapter,
+    )
+
+
+def _start(handle, req: GenerateRequest):
+    return handle.options(stream=True, multiplexed_model_id=req.adapter or "").generate.remote(req)
+
+
+def _collect(stream) -> tuple[list[int], list]:
+    chunks = list(stream)
+    return [t for c in chunks for t in c.token_ids], chunks
+
+
+def _run_all(handle, reqs: list[GenerateRequest]) -> list[list[int]]:
+    """Submit every request before reading any, so they share engine batches."""
+    streams = [_start(handle, r) for r in reqs]
+    return [_collect(s)[0] for s in streams]
+
+
+def _key(r: dict) -> str:
+    return f"base/{r['adapter']}/{r['id']}/{r['effort']}"
+
+
+def test_base_matches_direct_engine_and_corpus(llama_app, corpus, direct_outputs):
+    recs = [r for r in corpus if r["model"] == "base" and r["adapter"] is None]
+    got = _run_all(llama_app, [_request(r["prompt"]) for r in recs])
+    for r, ids in zip(recs, got):
+        assert ids == direct_outputs[_key(r)], f"{r['id']} ({r['effort']}) differs from the direct engine run"
+        assert ids == r["target"], f"{r['id']} ({r['effort']}) differs from the corpus"
+
+
+def test_stream_chunks_carry_finish_and_counts(llama_app, corpus):
+    rec = next(r for r in corpus if r["model"] == "base" and r["id"] == "weather_london" and r["adapter"] is None)
+    ids, chunks = _collect(_start(llama_app, _request(rec["prompt"])))
+    assert ids[-1] == 200012  # the tool call ends in <|call|>
+    assert [c.finish_reason for c in chunks[:-1]] == [None] * (len(chunks) - 1)
+    last = chunks[-1]
+    assert last.finish_reason == "stop" and last.stop_reason == 200012
+    assert last.prompt_tokens == len(rec["prompt"]) and last.completion_tokens == len(ids)
+
+
+def test_length_finish(llama_app, corpus):
+    rec = next(r for r in corpus if r["id"] == "capitals" and r["adapter"] is None)
+    ids, chunks = _collect(_start(llama_app, _request(rec["prompt"], max_tokens=5)))
+    assert ids == rec["target"][:5] and chunks[-1].finish_reason == "length"
+
+
+@pytest.mark.parametrize("adapter", ["pirate", "terse"])
+def test_adapter_matches_direct_engine_and_differs_from_base(llama_app, corpus, direct_outputs, adapter):
+    recs = [r for r in corpus if r["adapter"] == adapter]
+    got = _run_all(llama_app, [_request(r["prompt"], adapter) for r in recs])
+    for r, ids in zip(recs, got):
+        assert ids == direct_outputs[_key(r)]
+        assert ids == r["target"]
+        base = next(b for b in corpus if b["adapter"] is None and b["model"] == "base"
+                    and b["id"] == r["id"] and b["effort"] == r["effort"])
+        assert ids != base["target"]
+
+
+def test_mixed_batch_base_and_adapters(llama_app, corpus):
+    """Base rows must not pick up an adapter's delta (vLLM CPU bug, worked around)."""
+    capitals = [r for r in corpus if r["id"] == "capitals" and r["model"] == "base"]
+    reqs, want = [], []
+    for _ in range(3):
+        for r in capitals:
+            reqs.append(_request(r["prompt"], r["adapter"]))
+            want.append(r["target"])
+    got = _run_all(llama_app, reqs)
+    mismatched = [(r.adapter, i) for i, (r, g, w) in enumerate(zip(reqs, got, want)) if g != w]
+    assert not mismatched
+
+
+def test_gptoss_architecture_served(gptoss_app, corpus):
+    recs = [r for r in corpus if r["model"] == "gptoss"]
+    got = _run_all(gptoss_app, [_request(r["prompt"]) for r in recs])
+    wrong = [r["id"] for r, ids in zip(recs, got) if ids != r["target"]]
+    assert not wrong
+
+
+def test_gptoss_refuses_adapters(gptoss_app, corpus):
+    rec = next(r for r in corpus if r["model"] == "gptoss")
+    with pytest.raises(ModelNotFound):
+        _collect(_start(gptoss_app, _request(rec["prompt"], "pirate")))
+
+
+def _wait_idle(handle, timeout_s: float = 15.0) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        stats = handle.stats.remote().result()
+        if stats["unfinished_requests"] == 0 or time.monotonic() > deadline:
+            return stats
+        time.sleep(0.1)
+
+
+def test_cancelled_stream_aborts_engine_request(llama_app, corpus):
+    rec = next(r for r in corpus if r["id"] == "count" and r["adapter"] is None)
+    assert _wait_idle(llama_app)["unfinished_requests"] == 0
+    stream = _start(llama_app, _request(rec["prompt"], max_tokens=1500, ignore_eos=True))
+    it = iter(stream)
+    next(it)
+    next(it)
+    assert llama_app.stats.remote().result()["unfinished_requests"] == 1
+    stream.cancel()
+    assert _wait_idle(llama_app)["unfinished_requests"] == 0
+
+
+@pytest.mark.parametrize("name", sorted(BROKEN))
+def test_malformed_adapter_refused_engine_keeps_serving(llama_app, corpus, name):
+    rec = next(r for r in corpus if r["id"] == "capitals" and r["adapter"] is None)
+    with pytest.raises(InvalidAdapter) as err:
+        _collect(_start(llama_app, _request(rec["prompt"], name)))
+    assert BROKEN[name] in str(err.value)
+    assert llama_app.stats.remote().result()["adapters"] == sorted(
+        set(llama_app.stats.remote().result()["adapters"]) - {name}
+    )
+    ids, _ = _collect(_start(llama_app, _request(rec["prompt"])))
+    assert ids == rec["target"]
+    llama_app.check_health.remote().result()
+
+
+@pytest.mark.parametrize("name", ["missing", "../pirate", "Pirate", "/etc"])
+def test_unknown_or_invalid_adapter_names(llama_app, corpus, name):
+    rec = next(r for r in corpus if r["id"] == "capitals" and r["adapter"] is None)
+    with pytest.raises((ModelNotFound, InvalidAdapter)):
+        _collect(_start(llama_app, _request(rec["prompt"], name)))
