@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -115,6 +116,7 @@ class LLMReplica:
     async def stats(self) -> dict:
         """Engine-side state, for tests and operators."""
         return {
+            "pid": os.getpid(),
             "unfinished_requests": self._engine.num_unfinished_requests(),
             "adapters": sorted(self._loaded),
             "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],

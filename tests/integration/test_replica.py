@@ -145,3 +145,43 @@ def test_unknown_or_invalid_adapter_names(llama_app, corpus, name):
     rec = next(r for r in corpus if r["id"] == "capitals" and r["adapter"] is None)
     with pytest.raises((ModelNotFound, InvalidAdapter)):
         _collect(_start(llama_app, _request(rec["prompt"], name)))
+
+
+def test_dead_engine_fails_health_check_and_is_replaced(gptoss_app, corpus):
+    """Kill the engine processes under the replica: health fails, requests fail fast, Serve replaces it.
+
+    Runs last in this module: it takes the gptoss replica down.
+    """
+    import psutil
+    from ray.exceptions import RayError
+
+    from serve_app.protocol.errors import EngineUnavailable
+
+    rec = next(r for r in corpus if r["model"] == "gptoss" and r["id"] == "capitals")
+    old_pid = gptoss_app.stats.remote().result()["pid"]
+    for child in psutil.Process(old_pid).children(recursive=True):
+        child.kill()
+    deadline = time.monotonic() + 30
+    with pytest.raises(RayError, match="unhealthy"):
+        while time.monotonic() < deadline:
+            gptoss_app.check_health.remote().result()
+            time.sleep(0.5)
+    # A request now is refused at once by the dying replica (503), or waits
+    # for the replacement and is served by it; it never hangs.
+    started = time.monotonic()
+    try:
+        ids, _ = _collect(_start(gptoss_app, _request(rec["prompt"])))
+        assert ids == rec["target"]
+    except EngineUnavailable:
+        assert time.monotonic() - started < 10
+    deadline = time.monotonic() + 240
+    while True:
+        try:
+            if gptoss_app.stats.remote().result(timeout_s=30)["pid"] != old_pid:
+                break
+        except (RayError, TimeoutError):
+            pass  # no healthy replica yet
+        assert time.monotonic() < deadline, "Serve did not replace the replica"
+        time.sleep(2)
+    ids, _ = _collect(_start(gptoss_app, _request(rec["prompt"])))
+    assert ids == rec["target"]
