@@ -33,6 +33,8 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         autoscaling["initial_replicas"] = a.initial_replicas
     env = dict(r.env_vars)
     if cfg.engine.device == "cpu" and cfg.engine.tensor_parallel_size > 1:
+        # vLLM's automatic binding wants one NUMA node per CPU worker and
+        # refuses to start on a single-node host; leave placement to the OS.
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     return {
         "name": "LLMReplica",

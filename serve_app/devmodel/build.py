@@ -228,6 +228,7 @@ def build(out: Path | None = None, force: bool = False) -> Path:
     from serve_app.devmodel.train import make_batch
 
     hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
     started = time.monotonic()
     timings: dict[str, float] = {}
     stage = out.parent / f".{out.name}.building-{os.getpid()}"

@@ -48,6 +48,11 @@ def engine_args(cfg: AppConfig) -> AsyncEngineArgs:
         kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
         # Workers go into the replica's placement-group bundles, one GPU each.
         kwargs["distributed_executor_backend"] = "ray"
+    elif e.tensor_parallel_size > 1:
+        # vLLM's CPU backend runs tensor parallelism with local worker
+        # processes and a shared-memory all-reduce; the replica's bundles
+        # reserve their CPUs (see serve_app.app.replica_options).
+        kwargs["distributed_executor_backend"] = "mp"
     if lora.enabled:
         kwargs.update(
             enable_lora=True,

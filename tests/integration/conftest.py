@@ -100,3 +100,17 @@ def gptoss_app(serve_session):
     args["lora"] = {"enabled": False}
     serve_session.run(build_app(args), name="gptoss", route_prefix="/gptoss")
     return serve_session.get_deployment_handle("LLMReplica", app_name="gptoss")
+
+
+@pytest.fixture(scope="session")
+def tp2_app(serve_session, adapters_root):
+    """The dev model with tensor-parallel size 2 on CPU (two worker bundles)."""
+    from serve_app.app import build_app
+
+    args = dev_args()
+    args["engine"]["tensor_parallel_size"] = 2
+    args["lora"]["adapters_dir"] = str(adapters_root)
+    serve_session.run(build_app(args), name="tp2", route_prefix="/tp2")
+    yield serve_session.get_deployment_handle("LLMReplica", app_name="tp2")
+    # Free its two CPUs for whatever runs next.
+    serve_session.delete("tp2")

@@ -147,6 +147,14 @@ def test_unknown_or_invalid_adapter_names(llama_app, corpus, name):
         _collect(_start(llama_app, _request(rec["prompt"], name)))
 
 
+def test_tensor_parallel_2_on_cpu(tp2_app, corpus):
+    """TP=2 on vLLM's CPU backend: two worker processes in the replica's two bundles."""
+    recs = [r for r in corpus if r["model"] == "base" and r["effort"] == "medium"]
+    got = _run_all(tp2_app, [_request(r["prompt"], r["adapter"]) for r in recs])
+    wrong = [(r["id"], r["adapter"]) for r, ids in zip(recs, got) if ids != r["target"]]
+    assert not wrong
+
+
 def test_dead_engine_fails_health_check_and_is_replaced(gptoss_app, corpus):
     """Kill the engine processes under the replica: health fails, requests fail fast, Serve replaces it.
 
