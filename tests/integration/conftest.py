@@ -75,6 +75,8 @@ def adapters_root(devmodel_dir, tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("adapters")
     for name in ("pirate", "terse"):
         shutil.copytree(devmodel_dir / "adapters" / name, root / name)
+    # A third valid adapter, one more than the dev config's engine slots.
+    shutil.copytree(devmodel_dir / "adapters" / "pirate", root / "pirate-copy")
     from tests.integration import malformed
 
     malformed.populate(root, devmodel_dir / "adapters" / "pirate", tmp_path_factory.mktemp("outside"))

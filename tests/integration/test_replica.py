@@ -92,6 +92,21 @@ def test_mixed_batch_base_and_adapters(llama_app, corpus):
     assert not mismatched
 
 
+def test_adapters_beyond_slots_are_evicted_lru(llama_app, corpus):
+    """dev-cpu.yaml holds 2 adapters per replica: a third evicts the least recently used."""
+    recs = {r["adapter"]: r for r in corpus if r["id"] == "capitals" and r["effort"] == "medium"}
+    for adapter, expect in (("pirate", "pirate"), ("terse", "terse"), ("pirate-copy", "pirate")):
+        ids, _ = _collect(_start(llama_app, _request(recs[expect]["prompt"], adapter)))
+        assert ids == recs[expect]["target"], adapter
+    stats = llama_app.stats.remote().result()
+    assert stats["adapters"] == ["pirate-copy", "terse"]
+    assert len(stats["engine_lora_ids"]) == 2
+    # The evicted adapter loads again on demand and still gives its own output.
+    ids, _ = _collect(_start(llama_app, _request(recs["pirate"]["prompt"], "pirate")))
+    assert ids == recs["pirate"]["target"]
+    assert "pirate" in llama_app.stats.remote().result()["adapters"]
+
+
 def test_gptoss_architecture_served(gptoss_app, corpus):
     recs = [r for r in corpus if r["model"] == "gptoss"]
     got = _run_all(gptoss_app, [_request(r["prompt"]) for r in recs])
