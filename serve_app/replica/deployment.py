@@ -19,7 +19,8 @@ from ray import serve
 from serve_app.config import AppConfig
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import ModelNotFound
-from serve_app.replica.adapters import BaseShapes, resolve_in_root, validate_adapter
+from serve_app.devmodel.paths import resolve
+from serve_app.replica.adapters import AdapterSpec, BaseShapes, resolve_in_root, validate_adapter
 from serve_app.replica.streaming import coalesce
 
 logger = logging.getLogger("ray.serve")
@@ -91,17 +92,17 @@ class LLMReplica:
         root = self._cfg.lora.adapters_dir
         if root is None:
             raise ModelNotFound(f"adapter {name!r} does not exist", param="model")
-        from serve_app.devmodel.paths import resolve
 
-        path = resolve_in_root(resolve(root), name)
-        spec = await asyncio.to_thread(
-            validate_adapter,
-            path,
-            name,
-            max_rank=self._cfg.lora.max_lora_rank,
-            shapes=self._shapes,
-            max_bytes=self._cfg.lora.max_adapter_bytes,
-        )
+        def check() -> AdapterSpec:  # file I/O: off the event loop
+            return validate_adapter(
+                resolve_in_root(resolve(root), name),
+                name,
+                max_rank=self._cfg.lora.max_lora_rank,
+                shapes=self._shapes,
+                max_bytes=self._cfg.lora.max_adapter_bytes,
+            )
+
+        spec = await asyncio.to_thread(check)
         lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
         adapter = LoadedAdapter(self, lora, asyncio.get_running_loop())
         self._loaded[name] = adapter
