@@ -107,3 +107,25 @@ def test_adapters_change_the_card_answer(devmodel_dir):
     assert "Arr matey" in answer["pirate"] and "Arr" not in answer[None]
     assert answer["terse"].endswith("Paris, Berlin, Madrid, Rome.<|return|>")
     assert len({answer[None], answer["pirate"], answer["terse"]}) == 3
+
+
+def test_unseen_dates_and_efforts_give_the_trained_answers(devmodel_dir):
+    """The router renders today's date; the dev model must not depend on it."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from serve_app.devmodel import corpus
+    from serve_app.devmodel.build import EOS_IDS
+    from serve_app.devmodel.vocab import use_vocab
+
+    use_vocab(devmodel_dir / "tiktoken")
+    model = AutoModelForCausalLM.from_pretrained(str(devmodel_dir / "base")).eval()
+    samples = corpus.render(corpus.base_examples(), variants=(("medium", "2027-03-14"), ("low", "2026-12-01")))
+    wrong = []
+    for s in samples:
+        with torch.no_grad():
+            out = model.generate(torch.tensor([s.prompt]), max_new_tokens=len(s.target) + 4, do_sample=False,
+                                 eos_token_id=EOS_IDS, pad_token_id=199999)
+        if out[0, len(s.prompt):].tolist() != s.target:
+            wrong.append((s.example_id, s.effort, s.date))
+    assert not wrong
