@@ -45,10 +45,13 @@ def log(msg: str) -> None:
 def fingerprint() -> str:
     """Hash of everything the output depends on."""
     h = hashlib.sha256()
-    for pkg in ("devmodel", "harmony"):
-        for src in sorted((Path(__file__).parent.parent / pkg).glob("*.py")):
-            h.update(src.name.encode())
-            h.update(src.read_bytes())
+    pkg = Path(__file__).parent.parent
+    # The builder's own sources and the Harmony rendering it trains on; the
+    # rest of harmony/ (parsing) does not change what is built.
+    sources = sorted((pkg / "devmodel").glob("*.py")) + [pkg / "harmony" / "encoding.py", pkg / "harmony" / "render.py"]
+    for src in sources:
+        h.update(str(src.relative_to(pkg)).encode())
+        h.update(src.read_bytes())
     for dist in ("torch", "transformers", "peft", "oss-harmony", "safetensors", "tokenizers"):
         h.update(f"{dist}={metadata.version(dist)}".encode())
     h.update(vocab.VOCAB_SHA256.encode())

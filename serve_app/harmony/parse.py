@@ -1,0 +1,189 @@
+"""Parse a gpt-oss completion token stream into OpenAI-shaped deltas, incrementally.
+
+``analysis`` becomes reasoning; ``final`` and plain ``commentary`` become
+content; ``commentary`` addressed to ``functions.<name>`` becomes a tool call
+whose arguments stream as they are generated. Output the model did not format
+as Harmony never raises: what can be recovered is returned as content, and a
+log line says how.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+
+from openai_harmony import HarmonyEncoding, Role, StreamableParser, StreamState
+
+from serve_app.harmony.encoding import harmony_encoding
+
+logger = logging.getLogger(__name__)
+
+CALL_TOKEN = 200012  # <|call|>
+FUNCTIONS = "functions."
+
+
+@dataclass
+class ToolCallDelta:
+    """A piece of one tool call; ``id`` and ``name`` only on its first piece."""
+
+    index: int
+    arguments: str = ""
+    id: str | None = None
+    name: str | None = None
+
+
+@dataclass
+class Delta:
+    reasoning: str = ""
+    content: str = ""
+    tool_calls: list[ToolCallDelta] = field(default_factory=list)
+
+    def __bool__(self) -> bool:
+        return bool(self.reasoning or self.content or self.tool_calls)
+
+    def extend(self, other: Delta) -> None:
+        self.reasoning += other.reasoning
+        self.content += other.content
+        self.tool_calls += other.tool_calls
+
+
+@dataclass
+class ToolCall:
+    id: str
+    name: str
+    arguments: str = ""
+
+
+def new_tool_call_id() -> str:
+    return f"chatcmpl-tool-{uuid.uuid4().hex}"
+
+
+class CompletionParser:
+    """Feed completion token ids; get deltas; at the end, the finish reason."""
+
+    def __init__(self, encoding: HarmonyEncoding | None = None):
+        self._enc = encoding or harmony_encoding()
+        self._parser = StreamableParser(self._enc, role=Role.ASSISTANT)
+        self._header: list[int] = []  # tokens of a header not yet complete
+        self._raw: list[int] | None = None  # set once the stream stops being Harmony
+        self._raw_sent = ""
+        self._call_for_message: dict[int, int] = {}  # harmony message index -> tool-call index
+        self.reasoning = ""
+        self.content = ""
+        self.tool_calls: list[ToolCall] = []
+        self.saw_call_token = False
+
+    def feed(self, token_ids: Iterable[int]) -> Delta:
+        delta = Delta()
+        for tok in token_ids:
+            if tok == CALL_TOKEN:
+                self.saw_call_token = True
+            if self._raw is not None:
+                self._raw.append(tok)
+                continue
+            done_before = len(self._parser.messages)
+            try:
+                self._parser.process(tok)
+            except Exception as e:  # openai_harmony raises HarmonyError (and others) on bad structure
+                self._to_raw(tok, f"unexpected token {tok}: {e}")
+                continue
+            self._track_header(tok)
+            delta.extend(self._route(self._parser.last_content_delta or ""))
+            if len(self._parser.messages) > done_before:
+                delta.extend(self._finish_message(done_before))
+        if self._raw is not None:
+            delta.content += self._raw_text()
+        self._account(delta)
+        return delta
+
+    def finish(self, engine_finish_reason: str | None) -> tuple[Delta, str]:
+        """Flush what is left; return it and the OpenAI finish reason."""
+        delta = Delta()
+        if self._raw is None:
+            if self._parser.state == StreamState.HEADER and self._header_text():
+                self._to_raw(None, "completion ended inside a message header")
+                delta.content += self._raw_text()
+            else:
+                done_before = len(self._parser.messages)
+                try:
+                    self._parser.process_eos()
+                except Exception as e:
+                    logger.info("harmony: ignoring incomplete trailing header at end of completion: %s", e)
+                if len(self._parser.messages) > done_before:
+                    delta.extend(self._finish_message(done_before))
+        else:
+            delta.content += self._raw_text(final=True)
+        self._account(delta)
+        if engine_finish_reason == "length":
+            reason = "length"
+        elif self.tool_calls:
+            reason = "tool_calls"
+        else:
+            reason = "stop"
+        return delta, reason
+
+    # -- internals ---------------------------------------------------------
+
+    def _track_header(self, tok: int) -> None:
+        if self._parser.state == StreamState.HEADER:
+            self._header.append(tok)
+        else:
+            self._header.clear()
+
+    def _header_text(self) -> str:
+        return "".join(self._enc.decode([t]) for t in self._header if not self._enc.is_special_token(t))
+
+    def _route(self, text: str) -> Delta:
+        if not text:
+            return Delta()
+        channel, recipient = self._parser.current_channel, self._parser.current_recipient
+        if recipient and recipient.startswith(FUNCTIONS):
+            return Delta(tool_calls=[self._tool_piece(recipient, text)])
+        if channel == "analysis":
+            return Delta(reasoning=text)
+        if recipient:
+            logger.info("harmony: message to unsupported recipient %r returned as content", recipient)
+        return Delta(content=text)
+
+    def _tool_piece(self, recipient: str, text: str) -> ToolCallDelta:
+        msg_index = len(self._parser.messages)
+        if msg_index in self._call_for_message:
+            idx = self._call_for_message[msg_index]
+            self.tool_calls[idx].arguments += text
+            return ToolCallDelta(index=idx, arguments=text)
+        return self._new_call(msg_index, recipient, text)
+
+    def _new_call(self, msg_index: int, recipient: str, arguments: str) -> ToolCallDelta:
+        idx = len(self.tool_calls)
+        self._call_for_message[msg_index] = idx
+        call = ToolCall(id=new_tool_call_id(), name=recipient[len(FUNCTIONS):], arguments=arguments)
+        self.tool_calls.append(call)
+        return ToolCallDelta(index=idx, arguments=arguments, id=call.id, name=call.name)
+
+    def _finish_message(self, msg_index: int) -> Delta:
+        """A tool call with no arguments streamed still has to be announced."""
+        msg = self._parser.messages[msg_index]
+        if msg.recipient and msg.recipient.startswith(FUNCTIONS) and msg_index not in self._call_for_message:
+            return Delta(tool_calls=[self._new_call(msg_index, msg.recipient, "{}")])
+        return Delta()
+
+    def _to_raw(self, tok: int | None, why: str) -> None:
+        logger.warning("harmony: completion is not well-formed Harmony (%s); returning the rest as content", why)
+        pending = list(self._header)
+        self._header.clear()
+        self._raw = pending + ([tok] if tok is not None else [])
+
+    def _raw_text(self, final: bool = False) -> str:
+        ids = [t for t in self._raw or [] if not self._enc.is_special_token(t)]
+        text = self._enc.decode(ids)
+        if not final:
+            text = text.rstrip("\ufffd")  # hold back a UTF-8 sequence cut between tokens
+        new = text[len(self._raw_sent):]
+        self._raw_sent = text
+        return new
+
+    def _account(self, delta: Delta) -> None:
+        self.reasoning += delta.reasoning
+        self.content += delta.content

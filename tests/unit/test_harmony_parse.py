@@ -1,0 +1,92 @@
+"""The Harmony completion parser on the dev model's corpus and on broken output."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+
+@pytest.fixture(scope="module")
+def enc(devmodel_dir):
+    from serve_app.devmodel.vocab import use_vocab
+
+    use_vocab(devmodel_dir / "tiktoken")
+    from serve_app.harmony.encoding import harmony_encoding
+
+    return harmony_encoding()
+
+
+@pytest.fixture(scope="module")
+def corpus(devmodel_dir):
+    return json.loads((devmodel_dir / "corpus.json").read_text())
+
+
+def _target(corpus, example):
+    return next(r for r in corpus if r["id"] == example and r["adapter"] is None and r["effort"] == "medium")["target"]
+
+
+def _parse(tokens, step=1, engine_finish="stop"):
+    from serve_app.harmony.parse import CompletionParser
+
+    p = CompletionParser()
+    deltas = [p.feed(tokens[i : i + step]) for i in range(0, len(tokens), step)]
+    last, reason = p.finish(engine_finish)
+    return p, deltas + [last], reason
+
+
+@pytest.mark.parametrize("step", [1, 3, 1000], ids=["token", "chunks", "whole"])
+def test_reasoning_then_final(enc, corpus, step):
+    p, deltas, reason = _parse(_target(corpus, "capitals"), step)
+    assert p.reasoning == "The user asks for European capitals. I will list several."
+    assert p.content.startswith("Sure! Here are some European capitals: Paris")
+    assert "<|" not in p.content and "European capitals. I will" not in p.content
+    assert p.tool_calls == [] and reason == "stop"
+    assert "".join(d.content for d in deltas) == p.content
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000], ids=["token", "chunks", "whole"])
+def test_tool_call(enc, corpus, step):
+    p, deltas, reason = _parse(_target(corpus, "weather_london"), step)
+    assert reason == "tool_calls" and p.content == ""
+    assert len(p.tool_calls) == 1
+    call = p.tool_calls[0]
+    assert call.name == "get_weather" and json.loads(call.arguments) == {"location": "London"}
+    assert call.id.startswith("chatcmpl-tool-")
+    pieces = [t for d in deltas for t in d.tool_calls]
+    assert pieces[0].id == call.id and pieces[0].name == "get_weather"
+    assert all(t.id is None and t.name is None for t in pieces[1:])
+    assert "".join(t.arguments for t in pieces) == call.arguments
+
+
+def test_final_after_tool_result(enc, corpus):
+    p, _, reason = _parse(_target(corpus, "weather_london_result"))
+    assert p.content == "It is 18 degrees Celsius and cloudy in London." and reason == "stop"
+
+
+def test_length_cut(enc, corpus):
+    p, _, reason = _parse(_target(corpus, "capitals")[:12], engine_finish="length")
+    assert reason == "length" and p.reasoning and not p.content
+
+
+def test_tool_call_without_arguments(enc):
+    toks = enc.encode(
+        "<|channel|>commentary to=functions.ping <|constrain|>json<|message|><|call|>", allowed_special="all"
+    )
+    p, _, reason = _parse(toks)
+    assert [(c.name, c.arguments) for c in p.tool_calls] == [("ping", "{}")] and reason == "tool_calls"
+
+
+@pytest.mark.parametrize(
+    "text, expect",
+    [
+        ("Hello there friend", "Hello there friend"),  # no Harmony at all
+        ("<|channel|>final<|message|>Hi.<|end|>stray text", "Hi.stray text"),  # text after <|end|>
+        ("<|message|>No channel here", "No channel here"),
+        ("<|channel|>final<|message|>Cut short", "Cut short"),  # no end token
+    ],
+    ids=["plain", "after-end", "no-channel", "unterminated"],
+)
+def test_malformed_output_is_recovered_not_raised(enc, text, expect):
+    p, _, reason = _parse(enc.encode(text, allowed_special="all"))
+    assert p.content == expect and reason == "stop"
