@@ -40,7 +40,7 @@ def main(config_path: str, out_path: str) -> None:
     for r in records:
         if r["model"] == "base":
             groups.setdefault(r["adapter"], []).append(r)
-    for lora_id, (adapter, recs) in enumerate(groups.items()):
+    for lora_id, (adapter, recs) in enumerate(groups.items(), start=1):  # LoRA ids must be > 0
         lora = None
         if adapter:
             lora = LoRARequest(adapter, lora_id, str(Path(resolve(cfg.lora.adapters_dir)) / adapter))
