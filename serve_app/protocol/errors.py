@@ -41,6 +41,12 @@ class ModelNotFound(ServeAppError):
     code = "model_not_found"
 
 
+class RouteNotFound(ServeAppError):
+    status = 404
+    type = "invalid_request_error"
+    code = "not_found"
+
+
 class InvalidAdapter(ServeAppError):
     """An adapter that must not reach the engine: malformed, unsafe or incompatible."""
 

@@ -12,17 +12,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse
 
 from serve_app.config import AppConfig
-from serve_app.protocol.errors import ServeAppError
+from serve_app.protocol.errors import RouteNotFound, ServeAppError
 
 
 def error_response(err: ServeAppError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
-
-
-class NotFound(ServeAppError):
-    status = 404
-    type = "invalid_request_error"
-    code = "not_found"
 
 
 class Router:
@@ -37,7 +31,7 @@ class Router:
             return JSONResponse({"status": "ok"})
         if method == "GET" and path == "/v1/models":
             return JSONResponse({"object": "list", "data": [self._model_card()]})
-        return error_response(NotFound(f"no route for {method} {request.url.path}"))
+        return error_response(RouteNotFound(f"no route for {method} {request.url.path}"))
 
     def _model_card(self) -> dict:
         return {"id": self._cfg.model.served_name, "object": "model", "created": self._created, "owned_by": "serve-app"}

@@ -25,10 +25,7 @@ CARD_CHAT = {
         {"role": "user", "content": "Name the european capitals"},
     ],
 }
-CARD_TOOLS = {
-    "stream": True,
-    "model": "gpt-oss-20b",
-    "max_tokens": 1024,
+CARD_TOOLS = CARD_CHAT | {
     "messages": [
         {"role": "system", "content": "You are a helpful assistant with access to tools."},
         {"role": "user", "content": "What is the weather in London?"},
