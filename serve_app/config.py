@@ -29,9 +29,17 @@ class ModelConfig(StrictModel):
     max_model_len: int = Field(131072, ge=16, description="Context length (prompt + completion).")
     dtype: Literal["auto", "float32", "bfloat16", "float16"] = Field("auto", description="Weights dtype.")
     quantization: str | None = Field(None, description="vLLM quantization method; None: from the checkpoint.")
+    vocab_dir: str | None = Field(
+        None,
+        description="Folder holding o200k_base.tiktoken for openai_harmony (TIKTOKEN_ENCODINGS_BASE); "
+        "devmodel:tiktoken for the dev model; unset: the environment's, or a download.",
+    )
 
     def resolved_path(self) -> str:
         return paths.resolve(self.path)
+
+    def resolved_vocab_dir(self) -> str | None:
+        return paths.resolve(self.vocab_dir) if self.vocab_dir else None
 
 
 class EngineConfig(StrictModel):
@@ -66,6 +74,9 @@ class LoRAConfig(StrictModel):
         if self.max_cpu_loras is not None and self.max_cpu_loras < self.max_loras:
             raise ValueError("lora.max_cpu_loras must be >= lora.max_loras")
         return self
+
+    def resolved_adapters_dir(self) -> str | None:
+        return paths.resolve(self.adapters_dir) if self.adapters_dir else None
 
     @property
     def adapters_per_replica(self) -> int:
@@ -103,6 +114,7 @@ class ReplicaConfig(StrictModel):
 
 class RouterConfig(StrictModel):
     num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
+    max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
 
 
 class AppConfig(StrictModel):

@@ -7,6 +7,7 @@ folder named by ``TIKTOKEN_ENCODINGS_BASE`` (the dev-model build provides one).
 from __future__ import annotations
 
 import functools
+import os
 
 from openai_harmony import HarmonyEncoding, HarmonyEncodingName, load_harmony_encoding
 
@@ -19,3 +20,9 @@ def harmony_encoding() -> HarmonyEncoding:
 def assistant_stop_token_ids() -> list[int]:
     """``<|return|>`` and ``<|call|>``: the tokens that end an assistant action."""
     return list(harmony_encoding().stop_tokens_for_assistant_actions())
+
+
+def use_vocab_dir(folder: str | None) -> None:
+    """Read the vocabulary from ``folder`` (before the first ``harmony_encoding()``)."""
+    if folder:
+        os.environ["TIKTOKEN_ENCODINGS_BASE"] = folder

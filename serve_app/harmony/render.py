@@ -5,12 +5,20 @@ instructions; function tools go into the developer message; the Harmony system
 message carries the reasoning effort and the conversation date. Assistant tool
 calls become ``commentary`` messages to ``functions.<name>`` with
 ``<|constrain|>json``; tool results are authored by ``functions.<name>``.
+
+Reasoning sent back on assistant messages (``reasoning_content`` or
+``reasoning``) is kept only for the turn still in progress, the one whose tool
+calls await their answer; the analysis of a turn that ended in a final answer
+is dropped, as the Harmony format asks. ``openai_harmony``'s own
+``auto_drop_analysis`` only drops analysis before the first final message, so
+this is done here. Message text is always encoded as plain text: a user who
+types ``<|end|>`` gets the characters, never the control token.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from openai_harmony import (
@@ -73,14 +81,27 @@ def tool_call_message(name: str, arguments: str) -> Message:
     )
 
 
-def _history(messages: Iterable[dict]) -> list[Message]:
+def _open_turn_start(messages: Sequence[dict]) -> int:
+    """Index after the last assistant final answer: reasoning from here on is kept."""
+    for i in range(len(messages) - 1, -1, -1):
+        m = messages[i]
+        if m["role"] == "assistant" and _text(m.get("content")):
+            return i + 1
+    return 0
+
+
+def _history(messages: Sequence[dict]) -> list[Message]:
     out: list[Message] = []
     call_names: dict[str, str] = {}
-    for m in messages:
+    keep_reasoning_from = _open_turn_start(messages)
+    for i, m in enumerate(messages):
         role = m["role"]
         if role == "user":
             out.append(Message.from_role_and_content(Role.USER, _text(m.get("content"))))
         elif role == "assistant":
+            reasoning = m.get("reasoning_content") or m.get("reasoning")
+            if reasoning and i >= keep_reasoning_from:
+                out.append(Message.from_role_and_content(Role.ASSISTANT, reasoning).with_channel("analysis"))
             if text := _text(m.get("content")):
                 out.append(Message.from_role_and_content(Role.ASSISTANT, text).with_channel("final"))
             for call in m.get("tool_calls") or []:

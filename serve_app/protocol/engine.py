@@ -24,6 +24,8 @@ class SamplingOptions(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = Field(None, ge=0)
+    # An xgrammar structural tag (JSON) for vLLM's structured outputs.
+    structural_tag: str | None = None
 
 
 class GenerateRequest(BaseModel):

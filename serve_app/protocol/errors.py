@@ -59,3 +59,17 @@ class EngineUnavailable(ServeAppError):
     status = 503
     type = "service_unavailable"
     code = "engine_unavailable"
+
+
+class Overloaded(ServeAppError):
+    """Every replica is at its bound of ongoing and queued requests: retry later."""
+
+    status = 429
+    type = "rate_limit_error"
+    code = "overloaded"
+
+
+class InternalError(ServeAppError):
+    status = 500
+    type = "internal_error"
+    code = "internal_error"

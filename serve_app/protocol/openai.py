@@ -57,8 +57,10 @@ class AssistantMessage(WireModel):
     role: Literal["assistant"]
     content: Content | None = None
     tool_calls: list[ToolCall] | None = None
-    # Some clients send the previous turn's reasoning back; it is dropped when rendering.
+    # Clients send a turn's reasoning back under either name; it is kept only
+    # while that turn's tool calls are in progress (see harmony.render).
     reasoning_content: str | None = None
+    reasoning: str | None = None
 
     @model_validator(mode="after")
     def _has_something(self) -> AssistantMessage:
@@ -131,6 +133,9 @@ class ChatCompletionRequest(WireModel):
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
     user: str | None = None
+    # vLLM's extensions, for clients written against `vllm serve`.
+    top_k: int | None = Field(None, ge=-1)
+    ignore_eos: bool = False
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatCompletionRequest:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
 from vllm.lora.request import LoRARequest
-from vllm.sampling_params import RequestOutputKind
+from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
@@ -78,6 +78,9 @@ def sampling_params(opts: SamplingOptions) -> SamplingParams:
         skip_special_tokens=False,
         detokenize=False,
         output_kind=RequestOutputKind.DELTA,
+        structured_outputs=StructuredOutputsParams(structural_tag=opts.structural_tag)
+        if opts.structural_tag
+        else None,
     )
 
 

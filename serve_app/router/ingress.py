@@ -1,37 +1,193 @@
 """Router: the ingress deployment (plain class; ``serve_app.app`` deploys it).
 
-This foundation serves ``GET /health`` and ``GET /v1/models``; the chat API
-is built on top of it. Every error leaves in the one OpenAI error shape.
+Thin handlers over ``ChatService``: parse the body, pick JSON or SSE, convert
+every error once, here, into the OpenAI error shape. Serve's proxy gives every
+request an ``X-Request-Id`` (the client's own if it sent one) and returns it.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 import time
+from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse
+from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app.config import AppConfig
-from serve_app.protocol.errors import RouteNotFound, ServeAppError
+from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
+from serve_app.protocol.errors import InternalError, InvalidRequest, RouteNotFound, ServeAppError
+from serve_app.router import sse
+from serve_app.router.chat import ChatRun, ChatService
+from serve_app.router.models import SEPARATOR, AdapterCatalog, ModelResolver
+from serve_app.router.responses import ChoiceState, ChunkWriter, completion
+
+logger = logging.getLogger("ray.serve")
+
+CHAT_PATH = "/v1/chat/completions"
+MODELS_PATH = "/v1/models"
 
 
 def error_response(err: ServeAppError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
 
 
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method_not_allowed"
+
+
 class Router:
-    def __init__(self, config: dict | AppConfig, replica):
+    def __init__(self, config: dict | AppConfig, replica: Any):
         self._cfg = AppConfig.model_validate(config)
-        self._replica = replica
+        use_vocab_dir(self._cfg.model.resolved_vocab_dir())
+        harmony_encoding()  # load the vocabulary now, not on the first request
+        lora = self._cfg.lora
+        catalog = AdapterCatalog(lora.resolved_adapters_dir()) if lora.enabled else None
+        self._models = ModelResolver(self._cfg.model.served_name, catalog)
+        self._chat = ChatService(self._cfg, replica, self._models)
         self._created = int(time.time())
 
-    async def __call__(self, request: Request) -> JSONResponse:
-        path, method = request.url.path.rstrip("/") or "/", request.method
-        if method == "GET" and path == "/health":
-            return JSONResponse({"status": "ok"})
-        if method == "GET" and path == "/v1/models":
-            return JSONResponse({"object": "list", "data": [self._model_card()]})
-        return error_response(RouteNotFound(f"no route for {method} {request.url.path}"))
+    async def __call__(self, request: Request) -> Response:
+        method = request.method
+        path = request.url.path
+        # Serve passes the full path; the application's route prefix is root_path.
+        root = request.scope.get("root_path", "")
+        if root and path.startswith(root):
+            path = path[len(root) :]
+        path = path.rstrip("/") or "/"
+        try:
+            if path == CHAT_PATH:
+                _allow(method, "POST")
+                return await self._chat_completions(request)
+            if path == MODELS_PATH:
+                _allow(method, "GET")
+                return JSONResponse({"object": "list", "data": await self._model_cards()})
+            if path.startswith(MODELS_PATH + "/"):
+                _allow(method, "GET")
+                return await self._model(path[len(MODELS_PATH) + 1 :])
+            if path == "/health":
+                _allow(method, "GET")
+                return JSONResponse({"status": "ok"})
+            raise RouteNotFound(f"No route for {method} {request.url.path}.")
+        except ServeAppError as e:
+            return error_response(e)
+        except Exception:
+            rid = request.headers.get("x-request-id", "")
+            logger.exception("request %s failed", rid)
+            return error_response(InternalError(f"The server had an error processing request {rid}."))
 
-    def _model_card(self) -> dict:
-        return {"id": self._cfg.model.served_name, "object": "model", "created": self._created, "owned_by": "serve-app"}
+    # -- models ----------------------------------------------------------------
+
+    def _card(self, id: str, parent: str | None) -> dict:
+        return {
+            "id": id,
+            "object": "model",
+            "created": self._created,
+            "owned_by": "serve-app",
+            "parent": parent,
+            "max_model_len": self._cfg.model.max_model_len,
+        }
+
+    async def _model_cards(self) -> list[dict]:
+        base = self._models.served_name
+        return [self._card(base, None)] + [
+            self._card(f"{base}{SEPARATOR}{name}", base) for name in await self._models.adapters()
+        ]
+
+    async def _model(self, model_id: str) -> JSONResponse:
+        ref = await self._models.resolve(model_id)
+        return JSONResponse(self._card(ref.requested, None if ref.adapter is None else self._models.served_name))
+
+    # -- chat completions ----------------------------------------------------
+
+    async def _chat_completions(self, request: Request) -> Response:
+        run = await self._chat.accept(await self._json_body(request))
+        if run.request.stream:
+            return await self._stream(run)
+        choices = [ChoiceState() for _ in range(run.request.n)]
+        events = self._chat.events(run)
+        try:
+            async for event in events:
+                state = choices[event.index]
+                state.add(event.delta)
+                if event.finish_reason:
+                    state.finish_reason, state.stop_reason = event.finish_reason, event.stop_reason
+                    state.completion_tokens = event.completion_tokens
+        finally:
+            await events.aclose()
+        return JSONResponse(completion(run.id, run.created, run.model, choices, run.prompt_tokens))
+
+    async def _json_body(self, request: Request) -> Any:
+        limit = self._cfg.router.max_request_bytes
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > limit:
+                raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
+        try:
+            return json.loads(body)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
+            raise InvalidRequest(f"The request body is not valid JSON: {e}.") from None
+
+    async def _stream(self, run: ChatRun) -> Response:
+        events = self._chat.events(run)
+        # Wait for the first output before answering 200, so that a failure
+        # before any token (bad adapter, overload, dead replica) is a real
+        # HTTP error rather than an event inside a successful stream.
+        try:
+            first = await anext(events)
+        except BaseException:
+            await events.aclose()
+            raise
+        return StreamingResponse(
+            self._sse(run, first, events),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    async def _sse(self, run: ChatRun, first: Any, events: AsyncIterator) -> AsyncIterator[bytes]:
+        writer = ChunkWriter(run.id, run.created, run.model, _include_usage(run))
+        completion_tokens = [0] * run.request.n
+        try:
+            for i in range(run.request.n):
+                yield sse.encode(writer.role(i))
+            event = first
+            while event is not None:
+                if event.delta:
+                    yield sse.encode(writer.delta(event.index, event.delta))
+                if event.finish_reason:
+                    completion_tokens[event.index] = event.completion_tokens
+                    yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))
+                event = await anext(events, None)
+            if _include_usage(run):
+                yield sse.encode(writer.usage(run.prompt_tokens, sum(completion_tokens)))
+        except ServeAppError as e:
+            yield sse.encode(e.to_dict())
+        except Exception:
+            logger.exception("stream %s failed", run.id)
+            yield sse.encode(InternalError("The server had an error while streaming this response.").to_dict())
+        finally:
+            # Also on cancellation (the client went away): aborts the engine requests.
+            await events.aclose()
+        yield sse.DONE
+
+
+def _allow(method: str, allowed: str) -> None:
+    if method != allowed:
+        raise MethodNotAllowed(f"Method {method} is not allowed here; use {allowed}.")
+
+
+def _include_usage(run: ChatRun) -> bool:
+    opts = run.request.stream_options
+    return bool(opts and opts.include_usage)
