@@ -53,13 +53,22 @@ def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
     return json.loads(out.read_text())
 
 
+_HTTP = {"port": _free_port()}
+
+
+@pytest.fixture(scope="session")
+def serve_url(serve_session) -> str:
+    """Serve's HTTP proxy on 127.0.0.1."""
+    return f"http://127.0.0.1:{_HTTP['port']}"
+
+
 @pytest.fixture(scope="session")
 def serve_session(devmodel_dir, direct_outputs):
     import ray
     from ray import serve
 
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
-    serve.start(http_options={"host": "127.0.0.1", "port": _free_port()})
+    serve.start(http_options={"host": "127.0.0.1", "port": _HTTP["port"]})
     yield serve
     serve.shutdown()
     ray.shutdown()

@@ -90,3 +90,36 @@ def test_tool_call_without_arguments(enc):
 def test_malformed_output_is_recovered_not_raised(enc, text, expect):
     p, _, reason = _parse(enc.encode(text, allowed_special="all"))
     assert p.content == expect and reason == "stop"
+
+
+@pytest.mark.parametrize(
+    "header",
+    [
+        "<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>",
+        " to=functions.get_weather<|channel|>commentary <|constrain|>json<|message|>",
+        "<|channel|>commentary to=functions.get_weather json<|message|>",
+    ],
+    ids=["recipient-after-channel", "recipient-before-channel", "plain-json"],
+)
+def test_tool_call_header_forms(enc, header):
+    p, _, reason = _parse(enc.encode(header + '{"location": "Oslo"}<|call|>', allowed_special="all"))
+    assert [(c.name, json.loads(c.arguments)) for c in p.tool_calls] == [("get_weather", {"location": "Oslo"})]
+    assert reason == "tool_calls" and p.content == ""
+
+
+def test_messages_in_a_row(enc):
+    text = (
+        "<|channel|>analysis<|message|>Think.<|end|>"
+        "<|start|>assistant<|channel|>commentary<|message|>Checking the weather.<|end|>"
+        "<|start|>assistant<|channel|>analysis<|message|> More.<|end|>"
+        '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"location": "Oslo"}<|call|>'
+    )
+    p, _, reason = _parse(enc.encode(text, allowed_special="all"), step=2)
+    assert p.reasoning == "Think. More." and p.content == "Checking the weather."
+    assert len(p.tool_calls) == 1 and reason == "tool_calls"
+
+
+def test_junk_special_tokens_do_not_raise(enc):
+    text = "<|channel|>final<|message|>Hi<|start|><|start|><|constrain|> there"
+    p, _, reason = _parse(enc.encode(text, allowed_special="all"))
+    assert p.content.startswith("Hi") and reason == "stop"

@@ -1,0 +1,142 @@
+"""Router pieces without Ray: SSE encoding, stop sequences, request acceptance,
+response shapes."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import pytest
+
+from serve_app.config import AppConfig
+from serve_app.harmony.parse import Delta, ToolCallDelta
+from serve_app.protocol.errors import InvalidRequest, ModelNotFound
+from serve_app.router import sse
+from serve_app.router.responses import ChoiceState, ChunkWriter, completion
+from serve_app.router.stops import StopMatcher
+
+CAPITALS = [{"role": "user", "content": "Name the european capitals"}]
+
+
+def test_sse_event_and_done():
+    assert sse.encode({"a": "é", "b": [1, None]}) == 'data: {"a":"é","b":[1,null]}\n\n'.encode()
+    assert sse.DONE == b"data: [DONE]\n\n"
+    assert sse.encode({"x": "line\nbreak"}).count(b"\n") == 2  # newlines stay escaped inside the JSON
+
+
+@pytest.mark.parametrize(
+    "pieces, stops, sent, stopped",
+    [
+        (["Hello wor", "ld"], ["world"], "Hello ", True),
+        (["abc", "def"], ["xyz"], "abcdef", False),
+        (["ab", "c"], ["bcd"], "abc", False),  # a partial match held back, released at the end
+        (["one STOP two"], ["STOP", "one"], "", True),  # the earliest stop wins
+        (["x", "y"], [], "xy", False),
+    ],
+    ids=["split-across-pieces", "no-match", "partial-then-end", "earliest", "none"],
+)
+def test_stop_matcher(pieces, stops, sent, stopped):
+    m = StopMatcher(stops)
+    out = "".join(m.push(p) for p in pieces) + m.flush()
+    assert out == sent and m.stopped is stopped
+
+
+def test_stop_matcher_holds_back_only_what_could_match():
+    m = StopMatcher(["</end>"])
+    assert m.push("text </e") == "text "
+    assert m.push("xtra") == "</extra"
+
+
+@pytest.fixture(scope="module")
+def service(devmodel_dir):
+    from serve_app.devmodel.vocab import use_vocab
+    from serve_app.router.chat import ChatService
+    from serve_app.router.models import ModelResolver
+
+    use_vocab(devmodel_dir / "tiktoken")
+    cfg = AppConfig.model_validate(
+        {"model": {"path": "devmodel:base", "served_name": "gpt-oss-20b", "max_model_len": 512},
+         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28}}
+    )
+    return ChatService(cfg, replica_handle=None, resolver=ModelResolver("gpt-oss-20b", None))
+
+
+def _accept(service, body):
+    return asyncio.run(service.accept(body))
+
+
+def test_accept_fills_the_completion_budget(service):
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS})
+    assert run.max_tokens == 512 - run.prompt_tokens and run.id.startswith("chatcmpl-")
+    assert _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_completion_tokens": 7}).max_tokens == 7
+
+
+def test_context_overflow_names_both_numbers(service):
+    with pytest.raises(InvalidRequest) as e:
+        _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_tokens": 600})
+    assert "512" in e.value.message and "600" in e.value.message and e.value.code == "context_length_exceeded"
+    with pytest.raises(InvalidRequest, match="leaving no room"):
+        _accept(service, {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "word " * 600}]})
+
+
+@pytest.mark.parametrize(
+    "body, param",
+    [
+        ({"model": "gpt-oss-20b", "messages": [{"role": "user", "content": 5}]}, "messages.0.content"),
+        ({"model": "gpt-oss-20b", "messages": CAPITALS, "temperature": 9}, "temperature"),
+        ({"model": "gpt-oss-20b", "messages": [{"role": "tool", "content": "x"}]}, "messages.0.tool_call_id"),
+        ({"model": "gpt-oss-20b", "messages": [{"role": "assistant"}]}, "messages.0"),
+        ({"messages": CAPITALS}, "model"),
+    ],
+    ids=["content-type", "range", "tool-id", "assistant-empty", "no-model"],
+)
+def test_schema_errors_name_the_json_path(service, body, param):
+    with pytest.raises(InvalidRequest) as e:
+        _accept(service, body)
+    assert e.value.param == param and e.value.message.startswith(param)
+
+
+def test_unknown_models(service):
+    for model in ("gpt-oss-20b:pirate", "other", "gpt-oss-20b:"):  # no adapters served here
+        with pytest.raises(ModelNotFound):
+            _accept(service, {"model": model, "messages": CAPITALS})
+    with pytest.raises(InvalidRequest, match="JSON object"):
+        _accept(service, ["not", "an", "object"])
+
+
+def _call_pieces():
+    return [ToolCallDelta(0, '{"loc', id="chatcmpl-tool-1", name="get_weather"), ToolCallDelta(0, 'ation": "X"}')]
+
+
+def test_completion_shape_matches_the_card():
+    text, call = ChoiceState(), ChoiceState()
+    text.add(Delta(reasoning="Think.", content="Answer."))
+    text.finish_reason, text.completion_tokens = "stop", 5
+    for piece in _call_pieces():
+        call.add(Delta(tool_calls=[piece]))
+    call.finish_reason, call.completion_tokens, call.stop_reason = "tool_calls", 7, 200012
+    out = completion("chatcmpl-1", 1, "gpt-oss-20b", [text, call], prompt_tokens=9)
+    assert set(out) == {"id", "object", "created", "model", "choices", "usage", "prompt_logprobs"}
+    m0, m1 = out["choices"][0]["message"], out["choices"][1]["message"]
+    assert m0 == {"role": "assistant", "reasoning_content": "Think.", "reasoning": "Think.", "content": "Answer.", "tool_calls": []}
+    assert m1["content"] is None and m1["reasoning_content"] is None
+    assert m1["tool_calls"] == [{"id": "chatcmpl-tool-1", "type": "function",
+                                 "function": {"name": "get_weather", "arguments": '{"location": "X"}'}}]
+    assert out["usage"] == {"prompt_tokens": 9, "total_tokens": 21, "completion_tokens": 12, "prompt_tokens_details": None}
+    assert out["choices"][1]["finish_reason"] == "tool_calls" and out["choices"][1]["stop_reason"] == 200012
+
+
+def test_stream_chunks():
+    w = ChunkWriter("chatcmpl-1", 1, "m", include_usage=True)
+    role = w.role(0)
+    assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""} and role["usage"] is None
+    first, rest = (w.delta(0, Delta(tool_calls=[p]))["choices"][0]["delta"]["tool_calls"][0] for p in _call_pieces())
+    assert first == {"index": 0, "id": "chatcmpl-tool-1", "type": "function",
+                     "function": {"name": "get_weather", "arguments": '{"loc'}}
+    assert rest == {"index": 0, "function": {"arguments": 'ation": "X"}'}}
+    assert w.delta(0, Delta(reasoning="r"))["choices"][0]["delta"] == {"reasoning_content": "r", "reasoning": "r"}
+    fin = w.finish(0, "stop", None)["choices"][0]
+    assert fin["delta"] == {} and fin["finish_reason"] == "stop"
+    usage = w.usage(3, 4)
+    assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
+    assert json.loads(sse.encode(usage)[6:]) == usage
