@@ -52,7 +52,14 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
 
 
 def router_options(cfg: AppConfig) -> dict[str, Any]:
-    return {"name": "Router", "num_replicas": cfg.router.num_replicas, "ray_actor_options": {"num_cpus": 0}}
+    # Serve's default of 5 ongoing requests would queue the 6th stream at the
+    # proxy; the router only waits on replicas, which bound the real work.
+    return {
+        "name": "Router",
+        "num_replicas": cfg.router.num_replicas,
+        "max_ongoing_requests": cfg.router.max_ongoing_requests,
+        "ray_actor_options": {"num_cpus": 0},
+    }
 
 
 def build_app(args: dict[str, Any]) -> Application:

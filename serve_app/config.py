@@ -115,6 +115,9 @@ class ReplicaConfig(StrictModel):
 class RouterConfig(StrictModel):
     num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
     max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    max_ongoing_requests: int = Field(
+        1024, ge=1, description="Requests one router replica handles at once (streams mostly wait on replicas)."
+    )
 
 
 class AppConfig(StrictModel):

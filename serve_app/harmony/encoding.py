@@ -26,3 +26,9 @@ def use_vocab_dir(folder: str | None) -> None:
     """Read the vocabulary from ``folder`` (before the first ``harmony_encoding()``)."""
     if folder:
         os.environ["TIKTOKEN_ENCODINGS_BASE"] = folder
+
+
+@functools.lru_cache(maxsize=65536)
+def token_text(token_id: int) -> str:
+    """One token's text (a token that ends inside a UTF-8 character decodes with U+FFFD)."""
+    return harmony_encoding().decode([token_id])

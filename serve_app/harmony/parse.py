@@ -74,14 +74,19 @@ class CompletionParser:
         self.content = ""
         self.tool_calls: list[ToolCall] = []
         self.saw_call_token = False
+        # Positions, within the ids of the last ``feed``, of tokens that gave content.
+        self.content_positions: list[int] = []
 
     def feed(self, token_ids: Iterable[int]) -> Delta:
         delta = Delta()
-        for tok in token_ids:
+        self.content_positions = []
+        for i, tok in enumerate(token_ids):
             if tok == CALL_TOKEN:
                 self.saw_call_token = True
             if self._raw is not None:
                 self._raw.append(tok)
+                if not self._enc.is_special_token(tok):
+                    self.content_positions.append(i)
                 continue
             done_before = len(self._parser.messages)
             try:
@@ -90,7 +95,10 @@ class CompletionParser:
                 self._to_raw(tok, f"unexpected token {tok}: {e}")
                 continue
             self._track_header(tok)
-            delta.extend(self._route(self._parser.last_content_delta or ""))
+            piece = self._route(self._parser.last_content_delta or "")
+            if piece.content:
+                self.content_positions.append(i)
+            delta.extend(piece)
             if len(self._parser.messages) > done_before:
                 delta.extend(self._finish_message(done_before))
         if self._raw is not None:

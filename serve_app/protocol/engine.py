@@ -51,6 +51,9 @@ class TokenChunk(BaseModel):
     stop_reason: int | str | None = None
     prompt_tokens: int = 0
     completion_tokens: int = 0
+    # With SamplingOptions.logprobs: per token, (sampled id, logprob) first,
+    # then the top alternatives as (id, logprob), most likely first.
+    logprobs: list[list[tuple[int, float]]] | None = None
 
     @property
     def finished(self) -> bool:
@@ -63,4 +66,7 @@ def merge_chunks(chunks: list[TokenChunk]) -> TokenChunk:
     if len(chunks) == 1:
         return last
     ids = [t for c in chunks for t in c.token_ids]
-    return last.model_copy(update={"token_ids": ids})
+    update: dict = {"token_ids": ids}
+    if last.logprobs is not None:
+        update["logprobs"] = [lp for c in chunks for lp in c.logprobs or []]
+    return last.model_copy(update=update)

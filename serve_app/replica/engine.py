@@ -84,6 +84,18 @@ def sampling_params(opts: SamplingOptions) -> SamplingParams:
     )
 
 
+def _logprobs(token_ids, positions, top: int | None) -> list[list[tuple[int, float]]] | None:
+    """vLLM's per-position {id: Logprob} as [(sampled, lp), (top1, lp), ...]."""
+    if positions is None or top is None:
+        return None
+    out = []
+    for tok, pos in zip(token_ids, positions):
+        ranked = sorted((lp.rank, tid, lp.logprob) for tid, lp in (pos or {}).items() if lp.rank is not None)
+        sampled = pos[tok].logprob if pos and tok in pos else float("nan")
+        out.append([(tok, sampled)] + [(tid, lp) for rank, tid, lp in ranked if rank <= top][:top])
+    return out
+
+
 class Engine:
     """An AsyncLLM with the operations a replica needs."""
 
@@ -108,6 +120,7 @@ class Engine:
                 completion += len(seq.token_ids)
                 yield TokenChunk(
                     token_ids=list(seq.token_ids),
+                    logprobs=_logprobs(seq.token_ids, seq.logprobs, req.sampling.logprobs),
                     finish_reason=seq.finish_reason if out.finished else None,
                     stop_reason=seq.stop_reason if out.finished else None,
                     prompt_tokens=prompt_len,

@@ -24,6 +24,7 @@ from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChu
 from serve_app.protocol.errors import EngineUnavailable, InvalidRequest, Overloaded, ServeAppError
 from serve_app.protocol.openai import ChatCompletionRequest
 from serve_app.router.models import ModelRef, ModelResolver
+from serve_app.router.responses import content_logprobs
 from serve_app.router.stops import StopMatcher
 
 logger = logging.getLogger("ray.serve")
@@ -38,6 +39,8 @@ class ChoiceEvent:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     completion_tokens: int = 0
+    # OpenAI logprob entries of the content tokens in this event, when asked for.
+    logprobs: list[dict] | None = None
 
 
 def _json_path(loc: tuple) -> str:
@@ -174,9 +177,12 @@ class ChatService:
             seed=None if r.seed is None else r.seed + index,
             presence_penalty=r.presence_penalty,
             frequency_penalty=r.frequency_penalty,
-            stop_token_ids=run.prompt.stop_token_ids,
+            # ignore_eos asks for exactly max_tokens (benchmarks): the end of
+            # the assistant's turn must not stop it either.
+            stop_token_ids=[] if r.ignore_eos else run.prompt.stop_token_ids,
             ignore_eos=r.ignore_eos,
             structural_tag=run.prompt.structural_tag,
+            logprobs=(r.top_logprobs or 0) if r.logprobs else None,
         )
 
     def _handle(self, adapter: str | None) -> Any:
@@ -203,16 +209,19 @@ class ChatService:
             async for chunk in _guarded(gen):
                 delta = parser.feed(chunk.token_ids)
                 delta.content = stops.push(delta.content)
+                logprobs = content_logprobs(chunk, parser.content_positions) if run.request.logprobs else None
                 if stops.stopped:
                     done = True
-                    yield ChoiceEvent(index, delta, "stop", None, chunk.completion_tokens)
+                    yield ChoiceEvent(index, delta, "stop", None, chunk.completion_tokens, logprobs)
                     return
                 if chunk.finished:
                     done = True
-                    yield self._last_event(index, chunk, parser, stops, delta)
+                    event = self._last_event(index, chunk, parser, stops, delta)
+                    event.logprobs = logprobs
+                    yield event
                     return
-                if delta:
-                    yield ChoiceEvent(index, delta, completion_tokens=chunk.completion_tokens)
+                if delta or logprobs:
+                    yield ChoiceEvent(index, delta, completion_tokens=chunk.completion_tokens, logprobs=logprobs)
             raise EngineUnavailable("The model replica ended the stream early; retry the request.")
         finally:
             if not done:

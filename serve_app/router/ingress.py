@@ -112,12 +112,12 @@ class Router:
         run = await self._chat.accept(await self._json_body(request))
         if run.request.stream:
             return await self._stream(run)
-        choices = [ChoiceState() for _ in range(run.request.n)]
+        choices = [ChoiceState(logprobs=[] if run.request.logprobs else None) for _ in range(run.request.n)]
         events = self._chat.events(run)
         try:
             async for event in events:
                 state = choices[event.index]
-                state.add(event.delta)
+                state.add(event.delta, event.logprobs)
                 if event.finish_reason:
                     state.finish_reason, state.stop_reason = event.finish_reason, event.stop_reason
                     state.completion_tokens = event.completion_tokens
@@ -164,8 +164,8 @@ class Router:
                 yield sse.encode(writer.role(i))
             event = first
             while event is not None:
-                if event.delta:
-                    yield sse.encode(writer.delta(event.index, event.delta))
+                if event.delta or event.logprobs:
+                    yield sse.encode(writer.delta(event.index, event.delta, event.logprobs))
                 if event.finish_reason:
                     completion_tokens[event.index] = event.completion_tokens
                     yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))

@@ -12,7 +12,25 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.harmony.encoding import token_text
 from serve_app.harmony.parse import Delta
+from serve_app.protocol.engine import TokenChunk
+
+
+def _logprob(token_id: int, logprob: float) -> dict[str, Any]:
+    text = token_text(token_id)
+    return {"token": text, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
+
+
+def content_logprobs(chunk: TokenChunk, positions: list[int]) -> list[dict[str, Any]]:
+    """OpenAI ``logprobs.content`` entries for the chunk's tokens that gave content."""
+    if not chunk.logprobs:
+        return []
+    out = []
+    for i in positions:
+        (tok, lp), *top = chunk.logprobs[i]
+        out.append(_logprob(tok, lp) | {"top_logprobs": [_logprob(t, l) for t, l in top]})
+    return out
 
 
 @dataclass
@@ -25,8 +43,11 @@ class ChoiceState:
     finish_reason: str | None = None
     stop_reason: int | str | None = None
     completion_tokens: int = 0
+    logprobs: list[dict[str, Any]] | None = None
 
-    def add(self, delta: Delta) -> None:
+    def add(self, delta: Delta, logprobs: list[dict[str, Any]] | None = None) -> None:
+        if logprobs is not None:
+            self.logprobs = (self.logprobs or []) + logprobs
         self.reasoning += delta.reasoning
         self.content += delta.content
         for piece in delta.tool_calls:
@@ -64,7 +85,7 @@ def completion(
                     "content": c.content if (c.content or not c.tool_calls) else None,
                     "tool_calls": c.tool_calls,
                 },
-                "logprobs": None,
+                "logprobs": None if c.logprobs is None else {"content": c.logprobs},
                 "finish_reason": c.finish_reason,
                 "stop_reason": c.stop_reason,
             }
@@ -111,8 +132,9 @@ class ChunkWriter:
     def role(self, index: int) -> dict[str, Any]:
         return self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
 
-    def delta(self, index: int, delta: Delta) -> dict[str, Any]:
-        return self._chunk([{"index": index, "delta": delta_dict(delta), "logprobs": None, "finish_reason": None}])
+    def delta(self, index: int, delta: Delta, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+        lp = None if logprobs is None else {"content": logprobs}
+        return self._chunk([{"index": index, "delta": delta_dict(delta), "logprobs": lp, "finish_reason": None}])
 
     def finish(self, index: int, reason: str, stop_reason: int | str | None) -> dict[str, Any]:
         return self._chunk(

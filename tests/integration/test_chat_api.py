@@ -267,3 +267,23 @@ def test_error_before_first_token_is_an_http_error(client):
     with pytest.raises(openai.APIStatusError) as e:
         list(client.chat.completions.create(model=f"{BASE}:bad-shapes", messages=CAPITALS, stream=True))
     assert e.value.status_code == 422 and e.value.body["code"] == "invalid_adapter"
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_logprobs_cover_the_content_tokens(client, stream):
+    kw = dict(model=BASE, messages=CAPITALS, temperature=0, max_tokens=128, logprobs=True, top_logprobs=2)
+    if stream:
+        entries, content = [], ""
+        for ch in client.chat.completions.create(stream=True, **kw):
+            for c in ch.choices:
+                content += c.delta.content or ""
+                entries += c.logprobs.content if c.logprobs and c.logprobs.content else []
+    else:
+        r = client.chat.completions.create(**kw)
+        content, entries = r.choices[0].message.content, r.choices[0].logprobs.content
+    assert content == CAPITALS_FINAL
+    assert "".join(e.token for e in entries) == content  # reasoning tokens are not content
+    for e in entries:
+        assert len(e.top_logprobs) == 2 and e.logprob <= 0 and bytes(e.bytes).decode() == e.token
+        assert e.top_logprobs[0].token == e.token  # greedy: the sampled token is the most likely
+    assert client.chat.completions.create(model=BASE, messages=CAPITALS, max_tokens=4).choices[0].logprobs is None

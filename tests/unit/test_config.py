@@ -69,6 +69,7 @@ def test_every_config_file_builds(path):
     assert len(opts["placement_group_bundles"]) == cfg.engine.tensor_parallel_size
     assert opts["ray_actor_options"]["num_cpus"] == opts["placement_group_bundles"][0]["CPU"]
     assert router_options(cfg)["ray_actor_options"]["num_cpus"] == 0
+    assert router_options(cfg)["max_ongoing_requests"] >= 1000  # Serve's default (5) would queue streams at the proxy
 
 
 @pytest.mark.parametrize("device, tp", [("gpu", 1), ("gpu", 2), ("cpu", 2)])

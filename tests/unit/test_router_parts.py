@@ -140,3 +140,19 @@ def test_stream_chunks():
     usage = w.usage(3, 4)
     assert usage["choices"] == [] and usage["usage"]["total_tokens"] == 7
     assert json.loads(sse.encode(usage)[6:]) == usage
+
+
+def test_content_logprobs_pick_the_content_positions(service):
+    from serve_app.harmony.encoding import harmony_encoding
+    from serve_app.protocol.engine import TokenChunk
+    from serve_app.router.responses import content_logprobs
+
+    ids = harmony_encoding().encode("<|channel|>final<|message|>Hi there", allowed_special="all")
+    from serve_app.harmony.parse import CompletionParser
+
+    p = CompletionParser()
+    p.feed(ids)
+    chunk = TokenChunk(token_ids=ids, logprobs=[[(t, -0.5), (t, -0.5), (0, -3.0)] for t in ids])
+    entries = content_logprobs(chunk, p.content_positions)
+    assert "".join(e["token"] for e in entries) == "Hi there" == p.content
+    assert entries[0]["top_logprobs"][1] == {"token": "!", "logprob": -3.0, "bytes": [33]}
