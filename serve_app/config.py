@@ -112,6 +112,15 @@ class ReplicaConfig(StrictModel):
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
 
 
+class SamplingDefaults(StrictModel):
+    """Sampling used where a request leaves a field out (OpenAI's defaults unless set)."""
+
+    temperature: float = Field(1.0, ge=0, le=2, description="gpt-oss is tuned for 1.0; the dev model answers greedily (0).")
+    top_p: float = Field(1.0, gt=0, le=1)
+    top_k: int = Field(-1, ge=-1, description="-1: no top-k cut.")
+    reasoning_effort: Literal["low", "medium", "high"] = Field("medium", description="Harmony reasoning effort.")
+
+
 class RouterConfig(StrictModel):
     num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
     max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
@@ -126,6 +135,7 @@ class AppConfig(StrictModel):
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    sampling_defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
 
     @model_validator(mode="after")
     def _check(self) -> AppConfig:

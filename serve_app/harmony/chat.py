@@ -47,12 +47,14 @@ def _structural_tag(request: ChatCompletionRequest, tools: list[dict]) -> str | 
     return None
 
 
-def prepare(request: ChatCompletionRequest, today: datetime.date | None = None) -> HarmonyPrompt:
+def prepare(
+    request: ChatCompletionRequest, default_effort: str = DEFAULT_EFFORT, today: datetime.date | None = None
+) -> HarmonyPrompt:
     """Render ``request`` for gpt-oss: effort and today's date in the system message."""
     tools = _offered_tools(request)
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     date = (today or datetime.datetime.now(datetime.timezone.utc).date()).isoformat()
-    harmony_messages = conversation(messages, tools, effort=request.reasoning_effort or DEFAULT_EFFORT, date=date)
+    harmony_messages = conversation(messages, tools, effort=request.reasoning_effort or default_effort, date=date)
     return HarmonyPrompt(
         prompt_token_ids=render_prompt(harmony_messages),
         stop_token_ids=assistant_stop_token_ids(),

@@ -95,7 +95,9 @@ class CompletionParser:
                 self._to_raw(tok, f"unexpected token {tok}: {e}")
                 continue
             self._track_header(tok)
-            piece = self._route(self._parser.last_content_delta or "")
+            # A control token inside a message is never text the client sees.
+            text = "" if self._enc.is_special_token(tok) else (self._parser.last_content_delta or "")
+            piece = self._route(text)
             if piece.content:
                 self.content_positions.append(i)
             delta.extend(piece)

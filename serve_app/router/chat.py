@@ -126,7 +126,7 @@ class ChatService:
         except ValidationError as e:
             raise validation_error(e) from None
         ref = await self._resolver.resolve(request.model)
-        prompt = await asyncio.to_thread(prepare, request)
+        prompt = await asyncio.to_thread(prepare, request, self._cfg.sampling_defaults.reasoning_effort)
         return ChatRun(
             id=f"chatcmpl-{uuid.uuid4().hex}",
             created=int(time.time()),
@@ -167,12 +167,13 @@ class ChatService:
         return streams[0] if len(streams) == 1 else _merge(streams)
 
     def _sampling(self, run: ChatRun, index: int) -> SamplingOptions:
-        r = run.request
+        r, d = run.request, self._cfg.sampling_defaults
+        top_k = d.top_k if r.top_k is None else r.top_k
         return SamplingOptions(
             max_tokens=run.max_tokens,
-            temperature=1.0 if r.temperature is None else r.temperature,
-            top_p=1.0 if r.top_p is None else max(r.top_p, 1e-6),
-            top_k=-1 if r.top_k in (None, 0) else r.top_k,
+            temperature=d.temperature if r.temperature is None else r.temperature,
+            top_p=max(d.top_p if r.top_p is None else r.top_p, 1e-6),  # vLLM refuses 0
+            top_k=-1 if top_k == 0 else top_k,
             # n choices with one seed would be n copies of one answer.
             seed=None if r.seed is None else r.seed + index,
             presence_penalty=r.presence_penalty,

@@ -123,3 +123,9 @@ def test_junk_special_tokens_do_not_raise(enc):
     text = "<|channel|>final<|message|>Hi<|start|><|start|><|constrain|> there"
     p, _, reason = _parse(enc.encode(text, allowed_special="all"))
     assert p.content.startswith("Hi") and reason == "stop"
+
+
+def test_control_tokens_inside_a_message_are_not_text(enc):
+    text = "<|channel|>final<|message|>Paris<|start|> and<|channel|> Rome<|return|>"
+    p, _, _ = _parse(enc.encode(text, allowed_special="all"))
+    assert "<|" not in p.content and p.content.startswith("Paris")

@@ -156,3 +156,13 @@ def test_content_logprobs_pick_the_content_positions(service):
     entries = content_logprobs(chunk, p.content_positions)
     assert "".join(e["token"] for e in entries) == "Hi there" == p.content
     assert entries[0]["top_logprobs"][1] == {"token": "!", "logprob": -3.0, "bytes": [33]}
+
+
+def test_sampling_defaults_fill_what_the_request_leaves_out(service):
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "seed": 7, "n": 2})
+    s0, s1 = service._sampling(run, 0), service._sampling(run, 1)
+    assert (s0.temperature, s0.top_p, s0.top_k) == (1.0, 1.0, -1)  # OpenAI's defaults
+    assert (s0.seed, s1.seed) == (7, 8) and s0.stop_token_ids and not s0.ignore_eos
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "temperature": 0, "ignore_eos": True})
+    s = service._sampling(run, 0)
+    assert s.temperature == 0 and s.stop_token_ids == [] and s.ignore_eos
