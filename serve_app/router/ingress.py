@@ -20,7 +20,7 @@ from serve_app.config import AppConfig
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 from serve_app.protocol.errors import InternalError, InvalidRequest, RouteNotFound, ServeAppError
 from serve_app.router import sse
-from serve_app.router.chat import ChatRun, ChatService
+from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
 from serve_app.router.models import SEPARATOR, AdapterCatalog, ModelResolver
 from serve_app.router.responses import ChoiceState, ChunkWriter, completion
 
@@ -151,36 +151,42 @@ class Router:
             await events.aclose()
             raise
         return StreamingResponse(
-            self._sse(run, first, events),
+            sse_body(run, first, events),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-    async def _sse(self, run: ChatRun, first: Any, events: AsyncIterator) -> AsyncIterator[bytes]:
-        writer = ChunkWriter(run.id, run.created, run.model, _include_usage(run))
-        completion_tokens = [0] * run.request.n
-        try:
-            for i in range(run.request.n):
-                yield sse.encode(writer.role(i))
-            event = first
-            while event is not None:
-                if event.delta or event.logprobs:
-                    yield sse.encode(writer.delta(event.index, event.delta, event.logprobs))
-                if event.finish_reason:
-                    completion_tokens[event.index] = event.completion_tokens
-                    yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))
-                event = await anext(events, None)
-            if _include_usage(run):
-                yield sse.encode(writer.usage(run.prompt_tokens, sum(completion_tokens)))
-        except ServeAppError as e:
-            yield sse.encode(e.to_dict())
-        except Exception:
-            logger.exception("stream %s failed", run.id)
-            yield sse.encode(InternalError("The server had an error while streaming this response.").to_dict())
-        finally:
-            # Also on cancellation (the client went away): aborts the engine requests.
-            await events.aclose()
-        yield sse.DONE
+async def sse_body(run: ChatRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent]) -> AsyncIterator[bytes]:
+    """The SSE body of a streamed completion whose first event is already in hand.
+
+    Role chunks first, then deltas, one finish chunk per choice, the usage chunk
+    if asked for, and ``data: [DONE]`` exactly once; an error after the first
+    token becomes an in-band error event before it.
+    """
+    writer = ChunkWriter(run.id, run.created, run.model, _include_usage(run))
+    completion_tokens = [0] * run.request.n
+    try:
+        for i in range(run.request.n):
+            yield sse.encode(writer.role(i))
+        event: ChoiceEvent | None = first
+        while event is not None:
+            if event.delta or event.logprobs:
+                yield sse.encode(writer.delta(event.index, event.delta, event.logprobs))
+            if event.finish_reason:
+                completion_tokens[event.index] = event.completion_tokens
+                yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))
+            event = await anext(events, None)
+        if _include_usage(run):
+            yield sse.encode(writer.usage(run.prompt_tokens, sum(completion_tokens)))
+    except ServeAppError as e:
+        yield sse.encode(e.to_dict())
+    except Exception:
+        logger.exception("stream %s failed", run.id)
+        yield sse.encode(InternalError("The server had an error while streaming this response.").to_dict())
+    finally:
+        # Also on cancellation (the client went away): aborts the engine requests.
+        await events.aclose()
+    yield sse.DONE
 
 
 def _allow(method: str, allowed: str) -> None:

@@ -166,3 +166,63 @@ def test_sampling_defaults_fill_what_the_request_leaves_out(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "temperature": 0, "ignore_eos": True})
     s = service._sampling(run, 0)
     assert s.temperature == 0 and s.stop_token_ids == [] and s.ignore_eos
+
+
+def _sse_events(body: bytes) -> list:
+    out = []
+    for block in body.decode().split("\n\n"):
+        if block:
+            assert block.startswith("data: ")
+            out.append(block[6:] if block == "data: [DONE]" else json.loads(block[6:]))
+    return out
+
+
+def _collect_sse(run, events):
+    from serve_app.router.ingress import sse_body
+
+    async def go():
+        it = events()
+        first = await anext(it)
+        return b"".join([part async for part in sse_body(run, first, it)])
+
+    return _sse_events(asyncio.run(go()))
+
+
+def test_sse_body_order_usage_and_done(service):
+    from serve_app.router.chat import ChoiceEvent
+
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 2, "stream": True,
+                            "stream_options": {"include_usage": True}})
+
+    async def events():
+        yield ChoiceEvent(0, Delta(reasoning="Hm."), completion_tokens=2)
+        yield ChoiceEvent(1, Delta(content="A"), "stop", None, 3)
+        yield ChoiceEvent(0, Delta(content="B"), "length", None, 4)
+
+    out = _collect_sse(run, events)
+    assert [o["choices"][0]["delta"].get("role") for o in out[:2]] == ["assistant", "assistant"]
+    finishes = [(c["index"], c["finish_reason"]) for o in out[2:-2] for c in o["choices"] if c["finish_reason"]]
+    assert finishes == [(1, "stop"), (0, "length")]
+    assert out[-2]["choices"] == [] and out[-2]["usage"]["completion_tokens"] == 7
+    assert out[-1] == "[DONE]" and out.count("[DONE]") == 1
+
+
+def test_sse_error_after_first_token_is_in_band_then_done(service):
+    from serve_app.protocol.errors import EngineUnavailable
+    from serve_app.router.chat import ChoiceEvent
+
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
+    closed = []
+
+    async def events():
+        try:
+            yield ChoiceEvent(0, Delta(content="Par"))
+            raise EngineUnavailable("replica died")
+        finally:
+            closed.append(True)
+
+    out = _collect_sse(run, events)
+    assert out[1]["choices"][0]["delta"] == {"content": "Par"}
+    assert out[2] == {"error": {"message": "replica died", "type": "service_unavailable", "param": None,
+                                "code": "engine_unavailable"}}
+    assert out[3:] == ["[DONE]"] and closed == [True]
