@@ -13,6 +13,7 @@ from typing import Any
 from ray import serve
 from ray.serve import Application
 
+from serve_app.adapters.manager import AdapterManager
 from serve_app.config import AppConfig
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
@@ -62,9 +63,23 @@ def router_options(cfg: AppConfig) -> dict[str, Any]:
     }
 
 
+def manager_options(cfg: AppConfig) -> dict[str, Any]:
+    # One manager: SQLite serializes writers anyway, and every read it serves
+    # (version, view, fetch) is small or rare.
+    return {
+        "name": "AdapterManager",
+        "num_replicas": 1,
+        "max_ongoing_requests": 256,
+        "ray_actor_options": {"num_cpus": cfg.adapters.num_cpus},
+    }
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """Serve's application builder: validate ``args`` first, then bind the graph."""
     cfg = AppConfig.model_validate(args)
     config = cfg.model_dump(mode="json")
-    replica = serve.deployment(LLMReplica).options(**replica_options(cfg)).bind(config)
-    return serve.deployment(Router).options(**router_options(cfg)).bind(config, replica)
+    manager = None
+    if cfg.lora.enabled:
+        manager = serve.deployment(AdapterManager).options(**manager_options(cfg)).bind(config)
+    replica = serve.deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
+    return serve.deployment(Router).options(**router_options(cfg)).bind(config, replica, manager)

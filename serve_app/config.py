@@ -61,8 +61,10 @@ class LoRAConfig(StrictModel):
     max_loras: int = Field(4, ge=1, description="Adapters active in one engine batch (engine slots).")
     max_lora_rank: int = Field(16, description="Largest adapter rank accepted.")
     max_cpu_loras: int | None = Field(None, ge=1, description="Adapters held per replica; default max_loras.")
-    adapters_dir: str | None = Field(
-        None, description="Folder of adapters (<dir>/<name>/adapter_config.json + adapter_model.safetensors)."
+    base_model_names: list[str] = Field(
+        default_factory=list,
+        description="Values of an adapter's base_model_name_or_path accepted for this model "
+        "(always also model.path and model.served_name).",
     )
     max_adapter_bytes: int = Field(1 << 30, ge=1, description="Largest adapter accepted (weights file).")
     load_timeout_s: float = Field(120.0, gt=0, description="Time limit for loading one adapter.")
@@ -75,12 +77,39 @@ class LoRAConfig(StrictModel):
             raise ValueError("lora.max_cpu_loras must be >= lora.max_loras")
         return self
 
-    def resolved_adapters_dir(self) -> str | None:
-        return paths.resolve(self.adapters_dir) if self.adapters_dir else None
-
     @property
     def adapters_per_replica(self) -> int:
         return self.max_cpu_loras or self.max_loras
+
+
+class AdapterStoreConfig(StrictModel):
+    """The adapter manager: its registry and store, and where adapters may come from."""
+
+    store_dir: str = Field(
+        "~/.local/share/serve_app/adapters",
+        description="Registry database and the copies of registered adapters (must persist across restarts).",
+    )
+    source_roots: list[str] = Field(
+        default_factory=list, description="Local folders registrations may read from (nothing else on disk)."
+    )
+    storage_options: dict[str, dict[str, Any]] = Field(
+        default_factory=dict,
+        description="fsspec options per object-store protocol, e.g. {s3: {endpoint_url: ...}}; credentials "
+        "come from the environment.",
+    )
+    allow_hub: bool = Field(False, description="Allow hf://<org>/<repo> sources (needs network).")
+    bootstrap: str | None = Field(
+        None, description="YAML file of adapters registered at startup (relative: to the repository root)."
+    )
+    replica_cache_dir: str = Field(
+        "/tmp/serve_app/adapter-cache", description="Each replica's local copies of the adapters it loads."
+    )
+    replica_cache_entries: int = Field(64, ge=1, description="Adapter copies kept per replica host (LRU).")
+    refresh_s: float = Field(1.0, gt=0, description="How stale a router's view of the registry may get.")
+    num_cpus: float = Field(0, ge=0, description="CPUs of the manager actor.")
+
+    def resolved_store_dir(self) -> str:
+        return paths.resolve(self.store_dir)
 
 
 class AutoscalingConfig(StrictModel):
@@ -124,6 +153,9 @@ class SamplingDefaults(StrictModel):
 class RouterConfig(StrictModel):
     num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
     max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
+    admin_key_env: str = Field(
+        "SERVE_APP_ADMIN_KEY", description="Environment variable holding the admin key; unset: no admin API."
+    )
     max_ongoing_requests: int = Field(
         1024, ge=1, description="Requests one router replica handles at once (streams mostly wait on replicas)."
     )
@@ -135,6 +167,7 @@ class AppConfig(StrictModel):
     lora: LoRAConfig = Field(default_factory=LoRAConfig)
     replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
     router: RouterConfig = Field(default_factory=RouterConfig)
+    adapters: AdapterStoreConfig = Field(default_factory=AdapterStoreConfig)
     sampling_defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
 
     @model_validator(mode="after")
@@ -149,6 +182,9 @@ class AppConfig(StrictModel):
         ):
             raise ValueError("engine.max_num_batched_tokens must be >= engine.max_num_seqs")
         return self
+
+    def base_model_names(self) -> frozenset[str]:
+        return frozenset([self.model.path, self.model.served_name, *self.lora.base_model_names])
 
     def placement_group_bundles(self) -> list[dict[str, float]]:
         """One bundle per tensor-parallel worker; the replica actor shares the first.

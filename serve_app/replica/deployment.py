@@ -19,8 +19,8 @@ from ray import serve
 from serve_app.config import AppConfig
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import ModelNotFound
-from serve_app.devmodel.paths import resolve
-from serve_app.replica.adapters import AdapterSpec, BaseShapes, resolve_in_root, validate_adapter
+from serve_app.adapters.validation import AdapterSpec, BaseShapes, validate_adapter
+from serve_app.replica.adapter_cache import AdapterCache, check_ref
 from serve_app.replica.streaming import coalesce
 
 logger = logging.getLogger("ray.serve")
@@ -57,7 +57,7 @@ class LoadedAdapter:
 
 
 class LLMReplica:
-    def __init__(self, config: dict | AppConfig):
+    def __init__(self, config: dict | AppConfig, manager: Any = None):
         # Imported here so that importing this module (the router does, to
         # type handles) never loads vLLM or torch.
         from serve_app.replica.engine import Engine
@@ -67,6 +67,10 @@ class LLMReplica:
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
         self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
         self._loaded: dict[str, LoadedAdapter] = {}
+        self._manager = manager
+        a = self._cfg.adapters
+        self._cache = AdapterCache(a.replica_cache_dir, a.replica_cache_entries) if self._cfg.lora.enabled else None
+        self.loads: dict[str, int] = {}  # engine loads per adapter ref (tests, operators)
 
         async def load(adapter: str) -> LoadedAdapter:
             return await self._load(adapter)
@@ -88,25 +92,33 @@ class LLMReplica:
         finally:
             await stream.aclose()
 
-    async def _load(self, name: str) -> LoadedAdapter:
-        root = self._cfg.lora.adapters_dir
-        if root is None:
+    async def _load(self, ref: str) -> LoadedAdapter:
+        """Fetch (once per host) from the manager, check, and load into the engine."""
+        name, _ = check_ref(ref)
+        if self._manager is None or self._cache is None:
             raise ModelNotFound(f"adapter {name!r} does not exist", param="model")
+        path = await asyncio.to_thread(self._cache.lookup, ref)
+        if path is None:
+            data = await self._manager.fetch.remote(ref)
+            path = await asyncio.to_thread(self._cache.put, ref, data["sha256"], data["files"], set(self._loaded))
 
         def check() -> AdapterSpec:  # file I/O: off the event loop
             return validate_adapter(
-                resolve_in_root(resolve(root), name),
+                path,
                 name,
                 max_rank=self._cfg.lora.max_lora_rank,
                 shapes=self._shapes,
                 max_bytes=self._cfg.lora.max_adapter_bytes,
+                base_models=self._cfg.base_model_names(),
             )
 
         spec = await asyncio.to_thread(check)
+        spec = AdapterSpec(ref, spec.path, spec.rank, spec.alpha, spec.target_modules, spec.size_bytes, spec.base_model)
         lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
         adapter = LoadedAdapter(self, lora, asyncio.get_running_loop())
-        self._loaded[name] = adapter
-        logger.info("loaded adapter %s (rank %d) as LoRA id %d", name, spec.rank, lora.lora_int_id)
+        self._loaded[ref] = adapter
+        self.loads[ref] = self.loads.get(ref, 0) + 1
+        logger.info("loaded adapter %s (rank %d) as LoRA id %d", ref, spec.rank, lora.lora_int_id)
         return adapter
 
     async def _unload(self, adapter: LoadedAdapter) -> None:
@@ -120,6 +132,7 @@ class LLMReplica:
             "pid": os.getpid(),
             "unfinished_requests": self._engine.num_unfinished_requests(),
             "adapters": sorted(self._loaded),
+            "loads": dict(self.loads),
             "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],
         }
 

@@ -20,7 +20,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from serve_app.config import AppConfig
 from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, InvalidRequest
-from serve_app.replica.adapters import AdapterSpec
+from serve_app.adapters.validation import AdapterSpec
 
 logger = logging.getLogger(__name__)
 

@@ -199,13 +199,13 @@ class ChatService:
             request_id=f"{run.id}-{index}",
             prompt_token_ids=run.prompt.prompt_token_ids,
             sampling=self._sampling(run, index),
-            adapter=run.ref.adapter,
+            adapter=run.ref.ref,
         )
         stop = run.request.stop
         stops = StopMatcher([stop] if isinstance(stop, str) else stop or [])
         parser = CompletionParser()
         done = False
-        gen = self._handle(run.ref.adapter).generate.remote(req)
+        gen = self._handle(run.ref.ref).generate.remote(req)
         try:
             async for chunk in _guarded(gen):
                 delta = parser.feed(chunk.token_ids)

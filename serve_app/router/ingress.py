@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -21,7 +22,8 @@ from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 from serve_app.protocol.errors import InternalError, InvalidRequest, RouteNotFound, ServeAppError
 from serve_app.router import sse
 from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
-from serve_app.router.models import SEPARATOR, AdapterCatalog, ModelResolver
+from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
+from serve_app.router.models import SEPARATOR, AdapterView, ModelResolver
 from serve_app.router.responses import ChoiceState, ChunkWriter, completion
 
 logger = logging.getLogger("ray.serve")
@@ -45,13 +47,14 @@ class MethodNotAllowed(InvalidRequest):
 
 
 class Router:
-    def __init__(self, config: dict | AppConfig, replica: Any):
+    def __init__(self, config: dict | AppConfig, replica: Any, manager: Any = None):
         self._cfg = AppConfig.model_validate(config)
         use_vocab_dir(self._cfg.model.resolved_vocab_dir())
         harmony_encoding()  # load the vocabulary now, not on the first request
-        lora = self._cfg.lora
-        catalog = AdapterCatalog(lora.resolved_adapters_dir()) if lora.enabled else None
-        self._models = ModelResolver(self._cfg.model.served_name, catalog)
+        view = AdapterView(manager, self._cfg.adapters.refresh_s) if manager is not None else None
+        self._models = ModelResolver(self._cfg.model.served_name, view)
+        self._admin = AdminAPI(manager, view.invalidate) if view is not None else None
+        self._admin_key = os.environ.get(self._cfg.router.admin_key_env) or None
         self._chat = ChatService(self._cfg, replica, self._models)
         self._created = int(time.time())
 
@@ -73,6 +76,11 @@ class Router:
             if path.startswith(MODELS_PATH + "/"):
                 _allow(method, "GET")
                 return await self._model(path[len(MODELS_PATH) + 1 :])
+            if path == ADAPTERS_PATH or path.startswith(ADAPTERS_PATH + "/"):
+                check_admin(self._admin_key if self._admin else None, request.headers.get("authorization"))
+                body = await self._json_body(request) if method == "POST" else None
+                status, out = await self._admin.handle(method, path[len(ADAPTERS_PATH):], body)
+                return JSONResponse(out, status_code=status)
             if path == "/health":
                 _allow(method, "GET")
                 return JSONResponse({"status": "ok"})
@@ -86,11 +94,11 @@ class Router:
 
     # -- models ----------------------------------------------------------------
 
-    def _card(self, id: str, parent: str | None) -> dict:
+    def _card(self, id: str, parent: str | None, created: int | None = None) -> dict:
         return {
             "id": id,
             "object": "model",
-            "created": self._created,
+            "created": created or self._created,
             "owned_by": "serve-app",
             "parent": parent,
             "max_model_len": self._cfg.model.max_model_len,
@@ -98,13 +106,17 @@ class Router:
 
     async def _model_cards(self) -> list[dict]:
         base = self._models.served_name
+        adapters = await self._models.adapters()
         return [self._card(base, None)] + [
-            self._card(f"{base}{SEPARATOR}{name}", base) for name in await self._models.adapters()
+            self._card(f"{base}{SEPARATOR}{name}", base, adapters[name]["created"]) for name in sorted(adapters)
         ]
 
     async def _model(self, model_id: str) -> JSONResponse:
         ref = await self._models.resolve(model_id)
-        return JSONResponse(self._card(ref.requested, None if ref.adapter is None else self._models.served_name))
+        if ref.adapter is None:
+            return JSONResponse(self._card(ref.requested, None))
+        created = (await self._models.adapters())[ref.adapter]["created"]
+        return JSONResponse(self._card(ref.requested, self._models.served_name, created))
 
     # -- chat completions ----------------------------------------------------
 

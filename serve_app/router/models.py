@@ -1,75 +1,73 @@
 """What ``model`` may name: the served base model, or ``<base>:<adapter>``.
 
 The router answers unknown models and adapters itself, without touching a
-replica. The adapters it knows come from a cached listing of the configured
-adapters folder (refreshed every few seconds, off the event loop); the adapter
-manager's registry takes this place later.
+replica, from a cached view of the adapter registry: it asks the manager for
+the registry version at most every ``adapters.refresh_s`` seconds and
+re-reads the ready adapters only when the version changed. Its own admin
+calls invalidate the view at once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
 import time
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 from serve_app.protocol.errors import ModelNotFound
-from serve_app.replica.adapters import CONFIG_FILE, NAME_RE
 
 SEPARATOR = ":"
 
 
 @dataclass(frozen=True)
 class ModelRef:
-    """A resolved ``model`` field: the name the client used and the adapter, if any."""
+    """A resolved ``model`` field: the name the client used, the adapter and its weights ref."""
 
     requested: str
-    adapter: str | None
+    adapter: str | None = None
+    # name@sha256-prefix: what replicas multiplex on, so new weights never hit a stale copy.
+    ref: str | None = None
 
 
-class AdapterCatalog:
-    """Adapter names found in ``root``: sub-folders with a valid name and a config."""
-
-    def __init__(self, root: str | None, ttl_s: float = 5.0):
-        self._root = Path(root) if root else None
-        self._ttl_s = ttl_s
-        self._names: frozenset[str] = frozenset()
-        self._listed_at = float("-inf")
+class AdapterView:
+    def __init__(self, manager: Any, refresh_s: float):
+        self._manager = manager
+        self._refresh_s = refresh_s
+        self._version: int | None = None
+        self._adapters: dict[str, dict] = {}
+        self._checked = float("-inf")
         self._lock = asyncio.Lock()
 
-    def _list(self) -> frozenset[str]:
-        if self._root is None or not self._root.is_dir():
-            return frozenset()
-        return frozenset(
-            entry.name
-            for entry in os.scandir(self._root)
-            if NAME_RE.match(entry.name) and (Path(entry.path) / CONFIG_FILE).is_file()
-        )
+    def invalidate(self) -> None:
+        self._checked = float("-inf")
 
-    async def names(self) -> frozenset[str]:
-        if time.monotonic() - self._listed_at > self._ttl_s:
+    async def adapters(self) -> dict[str, dict]:
+        if time.monotonic() - self._checked > self._refresh_s:
             async with self._lock:
-                if time.monotonic() - self._listed_at > self._ttl_s:
-                    self._names = await asyncio.to_thread(self._list)
-                    self._listed_at = time.monotonic()
-        return self._names
+                if time.monotonic() - self._checked > self._refresh_s:
+                    version = await self._manager.version.remote()
+                    if version != self._version:
+                        view = await self._manager.view.remote()
+                        self._version, self._adapters = view["version"], view["adapters"]
+                    self._checked = time.monotonic()
+        return self._adapters
 
 
 class ModelResolver:
-    def __init__(self, served_name: str, catalog: AdapterCatalog | None):
+    def __init__(self, served_name: str, view: AdapterView | None):
         self.served_name = served_name
-        self._catalog = catalog
+        self.view = view
 
-    async def adapters(self) -> list[str]:
-        return sorted(await self._catalog.names()) if self._catalog else []
+    async def adapters(self) -> dict[str, dict]:
+        return await self.view.adapters() if self.view else {}
 
     async def resolve(self, model: str) -> ModelRef:
         if model == self.served_name:
-            return ModelRef(model, None)
+            return ModelRef(model)
         base, sep, adapter = model.partition(SEPARATOR)
-        if sep and base == self.served_name and adapter and self._catalog is not None:
-            if adapter in await self._catalog.names():
-                return ModelRef(model, adapter)
+        if sep and base == self.served_name and adapter and self.view is not None:
+            entry = (await self.view.adapters()).get(adapter)
+            if entry is not None:
+                return ModelRef(model, adapter, entry["ref"])
             raise ModelNotFound(f"The model `{model}` does not exist: no adapter named {adapter!r}.", param="model")
         raise ModelNotFound(f"The model `{model}` does not exist.", param="model")

@@ -7,6 +7,7 @@ Ray, Serve and each engine start once for the whole run. Serve binds to
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import socket
 import subprocess
@@ -54,6 +55,8 @@ def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
 
 
 _HTTP = {"port": _free_port()}
+ADMIN_KEY = "test-admin-key-0123456789"
+DEV_ADAPTERS = ("pirate", "terse", "pirate-copy")
 
 
 @pytest.fixture(scope="session")
@@ -67,6 +70,8 @@ def serve_session(devmodel_dir, direct_outputs):
     import ray
     from ray import serve
 
+    # Routers read the admin key from their environment, inherited from here.
+    os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": _HTTP["port"]})
     yield serve
@@ -93,13 +98,36 @@ def adapters_root(devmodel_dir, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def llama_app(serve_session, adapters_root):
+def adapter_dirs(tmp_path_factory) -> dict[str, str]:
+    """The manager's store and the replicas' cache, fresh for this run."""
+    return {
+        "store_dir": str(tmp_path_factory.mktemp("adapter-store")),
+        "replica_cache_dir": str(tmp_path_factory.mktemp("adapter-cache")),
+    }
+
+
+def adapter_args(adapters_root: Path, adapter_dirs: dict[str, str]) -> dict:
+    args = dev_args()
+    args["adapters"] = {**adapter_dirs, "source_roots": [str(adapters_root)], "refresh_s": 0.2}
+    return args
+
+
+@pytest.fixture(scope="session")
+def llama_app(serve_session, adapters_root, adapter_dirs):
     from serve_app.app import build_app
 
-    args = dev_args()
-    args["lora"]["adapters_dir"] = str(adapters_root)
-    serve_session.run(build_app(args), name="dev", route_prefix="/dev")
+    serve_session.run(build_app(adapter_args(adapters_root, adapter_dirs)), name="dev", route_prefix="/dev")
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
+    for name in DEV_ADAPTERS:
+        manager.register.remote(name, str(adapters_root / name)).result()
     return serve_session.get_deployment_handle("LLMReplica", app_name="dev")
+
+
+@pytest.fixture(scope="session")
+def refs(llama_app, serve_session) -> dict[str, str]:
+    """Registered adapter name -> the ref replicas load it by (name@sha256-prefix)."""
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
+    return {name: a["ref"] for name, a in manager.view.remote().result()["adapters"].items()}
 
 
 @pytest.fixture(scope="session")
@@ -114,13 +142,13 @@ def gptoss_app(serve_session):
 
 
 @pytest.fixture(scope="session")
-def tp2_app(serve_session, adapters_root):
+def tp2_app(serve_session, adapters_root, adapter_dirs, refs):
     """The dev model with tensor-parallel size 2 on CPU (two worker bundles)."""
     from serve_app.app import build_app
 
-    args = dev_args()
+    # Shares the dev app's store (SQLite in WAL mode: two managers may use it).
+    args = adapter_args(adapters_root, adapter_dirs)
     args["engine"]["tensor_parallel_size"] = 2
-    args["lora"]["adapters_dir"] = str(adapters_root)
     serve_session.run(build_app(args), name="tp2", route_prefix="/tp2")
     yield serve_session.get_deployment_handle("LLMReplica", app_name="tp2")
     # Free its two CPUs for whatever runs next.

@@ -43,7 +43,7 @@ def main(config_path: str, out_path: str) -> None:
     for lora_id, (adapter, recs) in enumerate(groups.items(), start=1):  # LoRA ids must be > 0
         lora = None
         if adapter:
-            lora = LoRARequest(adapter, lora_id, str(Path(resolve(cfg.lora.adapters_dir)) / adapter))
+            lora = LoRARequest(adapter, lora_id, str(Path(resolve("devmodel:adapters")) / adapter))
         results = llm.generate([{"prompt_token_ids": r["prompt"]} for r in recs], params, lora_request=lora)
         for r, res in zip(recs, results):
             out[f"base/{adapter}/{r['id']}/{r['effort']}"] = list(res.outputs[0].token_ids)

@@ -13,11 +13,12 @@ from safetensors.numpy import load_file, save_file
 BROKEN = {
     "bad-shapes": "shape",
     "pickle-weights": "pickle",
+    "wrong-base": "base model",
     "bad-json": "not valid JSON",
     "rank-too-high": "exceeds",
     "not-lora": "not a LoRA adapter",
     "garbage-weights": "safetensors",
-    "escape": "outside the adapter root",
+    "escape": "outside the allowed adapter roots",
 }
 
 
@@ -33,8 +34,14 @@ def populate(root: Path, good: Path, outside: Path) -> None:
     tensors[key] = np.zeros((tensors[key].shape[0], tensors[key].shape[1] + 3), dtype=tensors[key].dtype)
     save_file(tensors, d / "adapter_model.safetensors")
 
-    d = clone("pickle-weights")
+    d = clone("pickle-weights")  # pickle only: no safetensors beside it
     (d / "adapter_model.bin").write_bytes(b"\x80\x04not really a pickle")
+    (d / "adapter_model.safetensors").unlink()
+
+    d = clone("wrong-base")
+    cfg = json.loads((d / "adapter_config.json").read_text())
+    cfg["base_model_name_or_path"] = "meta-llama/Llama-3.1-8B"
+    (d / "adapter_config.json").write_text(json.dumps(cfg))
 
     d = clone("bad-json")
     (d / "adapter_config.json").write_text("{ this is not json")

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
-from serve_app.replica.adapters import BaseShapes, check_name, resolve_in_root, validate_adapter
+from serve_app.adapters.validation import BaseShapes, check_name, resolve_in_root, validate_adapter
 from tests.integration import malformed
 
 

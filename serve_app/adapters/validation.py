@@ -31,7 +31,14 @@ class BaseShapes:
 
     @classmethod
     def from_model_dir(cls, model_dir: str | Path) -> BaseShapes:
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        """From a checkpoint folder's ``config.json``, or a hub id's (downloaded)."""
+        local = Path(model_dir) / "config.json"
+        if local.is_file():
+            cfg = json.loads(local.read_text())
+        else:
+            from huggingface_hub import hf_hub_download
+
+            cfg = json.loads(Path(hf_hub_download(str(model_dir), "config.json")).read_text())
         hidden = cfg["hidden_size"]
         head_dim = cfg.get("head_dim") or hidden // cfg["num_attention_heads"]
         q = cfg["num_attention_heads"] * head_dim
@@ -60,6 +67,7 @@ class AdapterSpec:
     alpha: float
     target_modules: tuple[str, ...]
     size_bytes: int
+    base_model: str = ""
 
 
 def check_name(name: str) -> str:
@@ -90,10 +98,30 @@ def _read_header(weights: Path) -> dict[str, tuple[int, ...]]:
         raise InvalidAdapter(f"{WEIGHTS_FILE} is not a readable safetensors file: {e}") from e
 
 
+def _peft_config(path: Path, name: str):
+    """Parse the config the way peft loads it: a LoRA config or a refusal."""
+    from peft import LoraConfig
+
+    try:
+        return LoraConfig.from_pretrained(str(path))
+    except Exception as e:  # peft raises TypeError/ValueError for configs it cannot build
+        raise InvalidAdapter(f"adapter {name!r}: {CONFIG_FILE} is not a valid peft LoRA config: {e}") from e
+
+
 def validate_adapter(
-    path: Path, name: str, *, max_rank: int, shapes: BaseShapes, max_bytes: int
+    path: Path,
+    name: str,
+    *,
+    max_rank: int,
+    shapes: BaseShapes,
+    max_bytes: int,
+    base_models: frozenset[str] | None = None,
 ) -> AdapterSpec:
-    """Check an adapter folder; raise InvalidAdapter saying why it is refused."""
+    """Check an adapter folder; raise InvalidAdapter saying why it is refused.
+
+    ``base_models``: the names an adapter's ``base_model_name_or_path`` may
+    carry for the served model (None: not checked).
+    """
     if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth")):
         raise InvalidAdapter(f"adapter {name!r} ships pickle weights (.bin/.pt); only safetensors are accepted")
     try:
@@ -104,6 +132,11 @@ def validate_adapter(
         raise InvalidAdapter(f"adapter {name!r}: {CONFIG_FILE} is not valid JSON") from e
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise InvalidAdapter(f"adapter {name!r} is not a LoRA adapter (peft_type must be LORA)")
+    if base_models is not None and cfg.get("base_model_name_or_path") not in base_models:
+        raise InvalidAdapter(
+            f"adapter {name!r} was trained for base model {cfg.get('base_model_name_or_path')!r}, "
+            f"not for the served model ({', '.join(sorted(base_models))})"
+        )
     rank, alpha = cfg.get("r"), cfg.get("lora_alpha", cfg.get("r"))
     if not isinstance(rank, int) or rank < 1:
         raise InvalidAdapter(f"adapter {name!r}: rank r must be a positive integer")
@@ -117,6 +150,7 @@ def validate_adapter(
     unsupported = sorted(set(targets) - set(shapes.modules))
     if unsupported:
         raise InvalidAdapter(f"adapter {name!r}: unsupported target modules {unsupported}")
+    _peft_config(path, name)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
         raise InvalidAdapter(f"adapter {name!r} has no {WEIGHTS_FILE}")
@@ -134,4 +168,6 @@ def validate_adapter(
         want = (rank, fan_in) if m["ab"] == "A" else (fan_out, rank)
         if shape != want:
             raise InvalidAdapter(f"adapter {name!r}: tensor {key!r} has shape {list(shape)}, expected {list(want)}")
-    return AdapterSpec(name, str(path), rank, float(alpha), tuple(sorted(targets)), size)
+    return AdapterSpec(
+        name, str(path), rank, float(alpha), tuple(sorted(targets)), size, str(cfg.get("base_model_name_or_path") or "")
+    )

@@ -1,0 +1,177 @@
+"""Where adapters come from, and the manager's own copy of each.
+
+Sources:
+- a folder under one of the configured roots (resolved, so ``..``, absolute
+  paths elsewhere and symlinks that escape are refused);
+- object storage, ``s3://`` or ``gs://``, through fsspec (s3fs, gcsfs);
+- a Hugging Face hub repo, ``hf://<org>/<repo>``, where the network allows.
+
+Registration copies the adapter's two files (``adapter_config.json``,
+``adapter_model.safetensors``) into the store, hashing the weights on the way,
+and validation runs on that copy: what is checked is what is served, and later
+changes at the source change nothing. Nothing else from the source is copied,
+so pickle files or scripts never reach the store.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE
+from serve_app.devmodel.paths import resolve as resolve_path
+from serve_app.protocol.errors import InvalidAdapter, InvalidRequest
+
+OBJECT_SCHEMES = ("s3://", "gs://")
+HUB_SCHEME = "hf://"
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
+_CHUNK = 1 << 20
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(_CHUNK):
+            h.update(block)
+    return h.hexdigest()
+
+
+class AdapterStore:
+    """The manager's copies: ``<root>/<name>/<sha256>/``, written once, never edited."""
+
+    def __init__(
+        self,
+        root: str | Path,
+        source_roots: list[str],
+        *,
+        max_bytes: int,
+        storage_options: dict[str, dict[str, Any]] | None = None,
+        allow_hub: bool = False,
+    ):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self._source_roots = [Path(resolve_path(r)).resolve() for r in source_roots]
+        self._max_bytes = max_bytes
+        self._storage_options = storage_options or {}
+        self._allow_hub = allow_hub
+
+    def path(self, name: str, sha256: str) -> Path:
+        return self.root / name / sha256
+
+    # -- fetching a source into a staging folder ------------------------------
+
+    def _local_source(self, source: str) -> Path:
+        raw = source.removeprefix("file://")
+        path = Path(resolve_path(raw))
+        if not path.is_absolute():
+            raise InvalidRequest(f"source {source!r}: give an absolute path under an allowed root", param="source")
+        real = path.resolve()
+        if not any(real == root or root in real.parents for root in self._source_roots):
+            raise InvalidAdapter(f"source {source!r} is outside the allowed adapter roots", param="source")
+        if not real.is_dir():
+            raise InvalidRequest(f"source {source!r} is not a folder", param="source")
+        return real
+
+    def _check_listing(self, names: list[str], source: str) -> None:
+        if any(n.endswith(PICKLE_SUFFIXES) for n in names) and WEIGHTS_FILE not in names:
+            raise InvalidAdapter(
+                f"source {source!r} has only pickle weights (.bin/.pt); only safetensors are accepted", param="source"
+            )
+        for needed in (CONFIG_FILE, WEIGHTS_FILE):
+            if needed not in names:
+                raise InvalidAdapter(f"source {source!r} has no {needed}", param="source")
+
+    def _copy_local(self, src: Path, dst: Path, source: str) -> None:
+        self._check_listing([p.name for p in src.iterdir()], source)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            f = (src / name).resolve()
+            if not any(root in f.parents for root in self._source_roots):
+                raise InvalidAdapter(f"source {source!r}: {name} links outside the allowed roots", param="source")
+            if f.stat().st_size > self._max_bytes:
+                raise InvalidAdapter(f"source {source!r}: {name} is larger than {self._max_bytes} bytes")
+            shutil.copyfile(f, dst / name)
+
+    def _copy_object_store(self, source: str, dst: Path) -> None:
+        import fsspec
+
+        protocol = source.split("://", 1)[0]
+        try:
+            fs, base = fsspec.core.url_to_fs(source, **self._storage_options.get(protocol, {}))
+            entries = fs.ls(base.rstrip("/"), detail=True)
+            listing = {e["name"].rstrip("/").rsplit("/", 1)[-1]: e for e in entries}
+        except ImportError as e:
+            raise InvalidRequest(f"source {source!r}: no filesystem for {protocol}:// is installed") from e
+        except FileNotFoundError:
+            raise InvalidRequest(f"source {source!r} does not exist", param="source") from None
+        except Exception as e:
+            raise InvalidRequest(f"source {source!r} could not be listed: {type(e).__name__}", param="source") from e
+        self._check_listing(list(listing), source)
+        for name in (CONFIG_FILE, WEIGHTS_FILE):
+            info = listing[name]
+            if (info.get("size") or 0) > self._max_bytes:
+                raise InvalidAdapter(f"source {source!r}: {name} is larger than {self._max_bytes} bytes")
+            fs.get_file(info["name"], str(dst / name))
+
+    def _copy_hub(self, source: str, dst: Path) -> None:
+        if not self._allow_hub:
+            raise InvalidRequest("hub sources are disabled on this server (adapters.allow_hub)", param="source")
+        from huggingface_hub import hf_hub_download, list_repo_files
+
+        repo = source[len(HUB_SCHEME):]
+        try:
+            self._check_listing(list_repo_files(repo), source)
+            for name in (CONFIG_FILE, WEIGHTS_FILE):
+                shutil.copyfile(hf_hub_download(repo, name), dst / name)
+        except InvalidAdapter:
+            raise
+        except Exception as e:
+            raise InvalidRequest(f"source {source!r} could not be fetched: {type(e).__name__}", param="source") from e
+
+    def stage(self, source: str) -> tuple[Path, str, int]:
+        """Copy ``source`` into a new staging folder; return it, the weights' sha256 and size."""
+        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        try:
+            if source.startswith(OBJECT_SCHEMES):
+                self._copy_object_store(source, staging)
+            elif source.startswith(HUB_SCHEME):
+                self._copy_hub(source, staging)
+            elif "://" in source and not source.startswith("file://"):
+                raise InvalidRequest(f"source {source!r}: unsupported scheme", param="source")
+            else:
+                self._copy_local(self._local_source(source), staging, source)
+            weights = staging / WEIGHTS_FILE
+            size = weights.stat().st_size
+            if size > self._max_bytes:
+                raise InvalidAdapter(f"source {source!r}: weights are larger than {self._max_bytes} bytes")
+            return staging, sha256_file(weights), size
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+
+    def commit(self, staging: Path, name: str, sha256: str) -> Path:
+        """Move a validated staging folder to its final place (idempotent)."""
+        final = self.path(name, sha256)
+        final.parent.mkdir(parents=True, exist_ok=True)
+        if final.exists():
+            shutil.rmtree(staging, ignore_errors=True)
+        else:
+            staging.rename(final)
+        return final
+
+    def remove(self, name: str, keep: str | None = None) -> None:
+        """Drop ``name``'s copies (all, or all but the ``keep`` sha256)."""
+        folder = self.root / name
+        if not folder.is_dir():
+            return
+        for child in folder.iterdir():
+            if child.name != keep:
+                shutil.rmtree(child, ignore_errors=True)
+        if keep is None:
+            shutil.rmtree(folder, ignore_errors=True)
+
+    def read(self, name: str, sha256: str) -> dict[str, bytes]:
+        folder = self.path(name, sha256)
+        return {n: (folder / n).read_bytes() for n in (CONFIG_FILE, WEIGHTS_FILE)}

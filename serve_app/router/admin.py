@@ -1,0 +1,70 @@
+"""Admin endpoints for adapters, on the router.
+
+Enabled only when an admin key is configured (the environment variable named
+by ``router.admin_key_env``, ``SERVE_APP_ADMIN_KEY`` by default): without it
+the routes answer 404 as if they did not exist; with it, a request needs
+``Authorization: Bearer <admin key>`` (compared in constant time) or gets 401.
+
+    POST   /v1/adapters          {"name", "source", "sha256"?}
+    GET    /v1/adapters
+    GET    /v1/adapters/{name}
+    DELETE /v1/adapters/{name}
+"""
+
+from __future__ import annotations
+
+import hmac
+from typing import Any
+
+from serve_app.protocol.errors import InvalidRequest, RouteNotFound, ServeAppError
+
+ADAPTERS_PATH = "/v1/adapters"
+
+
+class Unauthorized(ServeAppError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
+def check_admin(key: str | None, authorization: str | None) -> None:
+    if not key:
+        raise RouteNotFound("No such route.")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+        raise Unauthorized("A valid admin key is required (Authorization: Bearer <key>).")
+
+
+def _public(record: dict[str, Any]) -> dict[str, Any]:
+    """A registry record as the API shows it (the manager's store paths stay inside)."""
+    return {"id": record["name"], "object": "adapter", **record}
+
+
+class AdminAPI:
+    def __init__(self, manager: Any, on_change):
+        self._manager = manager
+        self._on_change = on_change
+
+    async def handle(self, method: str, sub: str, body: Any) -> tuple[int, Any]:
+        """``sub`` is the path after ``/v1/adapters`` ("" or "/<name>")."""
+        name = sub.strip("/")
+        if not name:
+            if method == "GET":
+                return 200, {"object": "list", "data": [_public(r) for r in await self._manager.list.remote()]}
+            if method == "POST":
+                if not isinstance(body, dict):
+                    raise InvalidRequest("The request body must be a JSON object with name and source.")
+                missing = [k for k in ("name", "source") if not body.get(k)]
+                if missing:
+                    raise InvalidRequest(f"missing field(s): {', '.join(missing)}", param=missing[0])
+                record = await self._manager.register.remote(body["name"], body["source"], body.get("sha256"))
+                self._on_change()
+                return 201, _public(record)
+        elif "/" not in name:
+            if method == "GET":
+                return 200, _public(await self._manager.get.remote(name))
+            if method == "DELETE":
+                out = await self._manager.delete.remote(name)
+                self._on_change()
+                return 200, out
+        raise RouteNotFound(f"No route for {method} {ADAPTERS_PATH}{sub}.")
