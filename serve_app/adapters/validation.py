@@ -1,4 +1,4 @@
-"""Find and check LoRA adapters before they reach the engine.
+"""Check LoRA adapters before they are registered or reach an engine.
 
 vLLM's engine core was seen to die (EngineDeadError) on a malformed adapter,
 so every adapter is checked here first: a strict name, a folder that resolves
@@ -15,7 +15,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
+from serve_app.protocol.errors import InvalidAdapter
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG_FILE = "adapter_config.json"
@@ -74,18 +74,6 @@ def check_name(name: str) -> str:
     if not isinstance(name, str) or not NAME_RE.match(name):
         raise InvalidAdapter(f"invalid adapter name {name!r}: must match {NAME_RE.pattern}", param="model")
     return name
-
-
-def resolve_in_root(root: str | Path, name: str) -> Path:
-    """``root/name`` with symlinks resolved; refuses anything that leaves ``root``."""
-    check_name(name)
-    base = Path(root).resolve()
-    path = (base / name).resolve()
-    if path != base and base not in path.parents:
-        raise InvalidAdapter(f"adapter {name!r} resolves outside the adapter root")
-    if not path.is_dir():
-        raise ModelNotFound(f"adapter {name!r} does not exist", param="model")
-    return path
 
 
 def _read_header(weights: Path) -> dict[str, tuple[int, ...]]:
