@@ -1,11 +1,14 @@
 """Check LoRA adapters before they are registered or reach an engine.
 
 vLLM's engine core was seen to die (EngineDeadError) on a malformed adapter,
-so every adapter is checked here first: a strict name, a folder that resolves
-inside the allowed root (no ``..``, no absolute paths, no symlink escape), a
-LoRA ``adapter_config.json`` whose rank and target modules the engine accepts,
-and safetensors weights (never pickle ``.bin``) whose tensor names and shapes
-fit the base model. Nothing here imports vLLM or torch.
+so every adapter is checked here first, by the manager when it is registered
+and again by a replica before ``add_lora``: a strict name; an
+``adapter_config.json`` that peft parses as a LoRA config, trained for the
+served base model, with a rank and target modules the engine accepts; and
+safetensors weights (never pickle ``.bin``) whose tensor names and shapes fit
+the base model. Where an adapter may come from is the store's business
+(``serve_app.adapters.store``). Nothing here imports vLLM; peft (and torch)
+load only when a config is checked.
 """
 
 from __future__ import annotations
