@@ -42,6 +42,7 @@ class LoadedAdapter:
         self._replica = replica
         self._loop = loop
         self._released = False
+        self.stale = False  # deleted or replaced in the registry
 
     def __del__(self) -> None:
         if self._released or self._loop.is_closed():
@@ -71,6 +72,8 @@ class LLMReplica:
         a = self._cfg.adapters
         self._cache = AdapterCache(a.replica_cache_dir, a.replica_cache_entries) if self._cfg.lora.enabled else None
         self.loads: dict[str, int] = {}  # engine loads per adapter ref (tests, operators)
+        self._in_flight: dict[str, int] = {}
+        self._watcher: asyncio.Task | None = None
 
         async def load(adapter: str) -> LoadedAdapter:
             return await self._load(adapter)
@@ -81,16 +84,44 @@ class LLMReplica:
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]:
         """Stream token chunks for one request; cancelling aborts it in the engine."""
         lora = None
-        if request.adapter:
+        ref = request.adapter
+        if ref:
             if not self._cfg.lora.enabled:
                 raise ModelNotFound("this deployment serves no adapters", param="model")
-            lora = (await self._get_adapter(request.adapter)).lora_request
+            lora = (await self._get_adapter(ref)).lora_request
+            self._in_flight[ref] = self._in_flight.get(ref, 0) + 1
         stream = self._engine.generate(request, lora)
         try:
             async for chunk in coalesce(stream, self._interval_s):
                 yield chunk
         finally:
             await stream.aclose()
+            if ref:
+                self._in_flight[ref] -= 1
+
+    async def _watch_registry(self) -> None:
+        """Free the engine slots of adapters deleted or replaced in the registry.
+
+        Requests for them stop at the routers at once; here their LoRA leaves
+        the engine as soon as no request of this replica still uses it.
+        """
+        version = None
+        while True:
+            await asyncio.sleep(self._cfg.adapters.refresh_s)
+            try:
+                now = await self._manager.version.remote()
+                if now != version or any(a._released is False and a.stale for a in self._loaded.values()):
+                    version = now
+                    live = {a["ref"] for a in (await self._manager.view.remote())["adapters"].values()}
+                    for ref, adapter in list(self._loaded.items()):
+                        adapter.stale = ref not in live
+                        if adapter.stale and not self._in_flight.get(ref) and not adapter._released:
+                            adapter._released = True
+                            await self._unload(adapter)
+            except asyncio.CancelledError:
+                raise
+            except Exception as e:  # the manager restarting, say: try again next tick
+                logger.warning("adapter registry check failed: %r", e)
 
     async def _load(self, ref: str) -> LoadedAdapter:
         """Fetch (once per host) from the manager, check, and load into the engine."""
@@ -117,6 +148,8 @@ class LLMReplica:
         lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
         adapter = LoadedAdapter(self, lora, asyncio.get_running_loop())
         self._loaded[ref] = adapter
+        if self._watcher is None:
+            self._watcher = asyncio.create_task(self._watch_registry())
         self.loads[ref] = self.loads.get(ref, 0) + 1
         logger.info("loaded adapter %s (rank %d) as LoRA id %d", ref, spec.rank, lora.lora_int_id)
         return adapter

@@ -12,6 +12,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -106,17 +107,48 @@ def adapter_dirs(tmp_path_factory) -> dict[str, str]:
     }
 
 
-def adapter_args(adapters_root: Path, adapter_dirs: dict[str, str]) -> dict:
+@pytest.fixture(scope="session")
+def s3_server():
+    """moto's S3 in server mode on a free local port, started and stopped here."""
+    import httpx
+
+    port = _free_port()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    endpoint = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            httpx.get(endpoint, timeout=1)
+            break
+        except httpx.HTTPError:
+            if time.monotonic() > deadline:
+                proc.kill()
+                raise
+            time.sleep(0.2)
+    options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "testing", "secret": "testing"}
+    yield {"endpoint": endpoint, "options": options}
+    proc.terminate()
+    proc.wait(timeout=10)
+
+
+def adapter_args(adapters_root: Path, adapter_dirs: dict[str, str], s3: dict | None = None) -> dict:
     args = dev_args()
     args["adapters"] = {**adapter_dirs, "source_roots": [str(adapters_root)], "refresh_s": 0.2}
+    if s3:
+        args["adapters"]["storage_options"] = {"s3": s3["options"]}
     return args
 
 
 @pytest.fixture(scope="session")
-def llama_app(serve_session, adapters_root, adapter_dirs):
+def llama_app(serve_session, adapters_root, adapter_dirs, s3_server):
     from serve_app.app import build_app
 
-    serve_session.run(build_app(adapter_args(adapters_root, adapter_dirs)), name="dev", route_prefix="/dev")
+    args = adapter_args(adapters_root, adapter_dirs, s3_server)
+    serve_session.run(build_app(args), name="dev", route_prefix="/dev")
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
     for name in DEV_ADAPTERS:
         manager.register.remote(name, str(adapters_root / name)).result()

@@ -4,9 +4,6 @@ object-store sources, and adapter-aware serving."""
 from __future__ import annotations
 
 import concurrent.futures
-import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -48,7 +45,7 @@ def _model_ids(client) -> set[str]:
     return {m.id for m in client.models.list().data}
 
 
-def test_register_list_serve_delete_round_trip(url, client, adapters_root):
+def test_register_list_serve_delete_round_trip(url, client, adapters_root, llama_app):
     r = _admin(url, "POST", json={"name": "api-pirate", "source": str(adapters_root / "pirate")})
     assert r.status_code == 201, r.text
     rec = r.json()
@@ -61,9 +58,15 @@ def test_register_list_serve_delete_round_trip(url, client, adapters_root):
     assert models[f"{BASE}:api-pirate"].model_extra["parent"] == BASE
     assert _answer(client, f"{BASE}:api-pirate") == PIRATE_FINAL
 
+    ref = f"api-pirate@{rec['sha256'][:16]}"
+    assert ref in llama_app.stats.remote().result()["adapters"]
     assert _admin(url, "DELETE", "/api-pirate").status_code == 200
     with pytest.raises(openai.NotFoundError):  # at once, from this router
         _answer(client, f"{BASE}:api-pirate")
+    deadline = time.monotonic() + 15  # and its engine slot is freed
+    while ref in llama_app.stats.remote().result()["adapters"]:
+        assert time.monotonic() < deadline, "deleted adapter still loaded"
+        time.sleep(0.2)
     assert _admin(url, "GET", "/api-pirate").status_code == 404
     assert _admin(url, "DELETE", "/api-pirate").status_code == 404
     assert f"{BASE}:api-pirate" not in _model_ids(client)
@@ -142,61 +145,21 @@ def test_concurrent_first_requests_load_once(url, client, adapters_root, llama_a
     assert llama_app.stats.remote().result()["loads"][ref] == 1
 
 
-@pytest.fixture(scope="module")
-def s3_server(tmp_path_factory):
-    """moto's S3 in server mode on a free local port, started and stopped here."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
-    endpoint = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            httpx.get(endpoint, timeout=1)
-            break
-        except httpx.HTTPError:
-            if time.monotonic() > deadline:
-                proc.kill()
-                raise
-            time.sleep(0.2)
-    yield endpoint
-    proc.terminate()
-    proc.wait(timeout=10)
-
-
-def test_object_store_source(url, client, s3_server, adapters_root, serve_session, adapter_dirs):
+def test_object_store_source(url, client, s3_server, adapters_root):
     import fsspec
 
-    opts = {"endpoint_url": s3_server, "key": "testing", "secret": "testing"}
-    fs = fsspec.filesystem("s3", client_kwargs={"endpoint_url": s3_server}, key="testing", secret="testing")
+    fs = fsspec.filesystem("s3", **s3_server["options"])
     fs.mkdir("adapters-bucket")
     for f in (adapters_root / "terse").iterdir():
         fs.put_file(str(f), f"adapters-bucket/terse/{f.name}")
-    # The manager reads object-store options from its config: register through a
-    # manager configured for this endpoint, sharing the dev app's store.
-    from serve_app.adapters.manager import AdapterManager
-    from tests.integration.conftest import adapter_args
-
-    args = adapter_args(adapters_root, adapter_dirs)
-    args["adapters"]["storage_options"] = {"s3": {"client_kwargs": {"endpoint_url": s3_server},
-                                                  "key": "testing", "secret": "testing"}}
-    import asyncio
-
-    manager = AdapterManager(args)
-    rec = asyncio.run(manager.register("from-s3", "s3://adapters-bucket/terse"))
-    assert rec["status"] == "ready" and rec["source"] == "s3://adapters-bucket/terse"
-    # The serving app sees it through the shared registry.
-    deadline = time.monotonic() + 10
-    while f"{BASE}:from-s3" not in _model_ids(client) and time.monotonic() < deadline:
-        time.sleep(0.3)
+    r = _admin(url, "POST", json={"name": "from-s3", "source": "s3://adapters-bucket/terse"})
+    assert r.status_code == 201, r.text
+    assert r.json()["source"] == "s3://adapters-bucket/terse"
+    # The registry holds a copy: changing the bucket afterwards changes nothing served.
+    fs.rm("adapters-bucket/terse", recursive=True)
     assert _answer(client, f"{BASE}:from-s3") == TERSE_FINAL
-    with pytest.raises(Exception, match="does not exist|could not be listed|no adapter_config"):
-        asyncio.run(manager.register("nothing", "s3://adapters-bucket/nothing-here"))
-    del opts
+    r = _admin(url, "POST", json={"name": "nothing", "source": "s3://adapters-bucket/nothing-here"})
+    assert 400 <= r.status_code < 500 and r.json()["error"]["message"]
 
 
 def test_registry_survives_a_killed_manager(url, client, serve_session):
