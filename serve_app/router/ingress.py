@@ -7,6 +7,7 @@ request an ``X-Request-Id`` (the client's own if it sent one) and returns it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import os
@@ -19,7 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app.config import AppConfig
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
-from serve_app.protocol.errors import InternalError, InvalidRequest, RouteNotFound, ServeAppError
+from serve_app.protocol.errors import EngineUnavailable, InternalError, InvalidRequest, RouteNotFound, ServeAppError
 from serve_app.router import sse
 from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
@@ -29,6 +30,7 @@ from serve_app.router.responses import ChoiceState, ChunkWriter, completion
 logger = logging.getLogger("ray.serve")
 
 CHAT_PATH = "/v1/chat/completions"
+READY_TIMEOUT_S = 5.0
 MODELS_PATH = "/v1/models"
 
 
@@ -55,6 +57,7 @@ class Router:
         self._models = ModelResolver(self._cfg.model.served_name, view)
         self._admin = AdminAPI(manager, view.invalidate) if view is not None else None
         self._admin_key = os.environ.get(self._cfg.router.admin_key_env) or None
+        self._replica = replica
         self._chat = ChatService(self._cfg, replica, self._models)
         self._created = int(time.time())
 
@@ -84,6 +87,9 @@ class Router:
             if path == "/health":
                 _allow(method, "GET")
                 return JSONResponse({"status": "ok"})
+            if path == "/ready":
+                _allow(method, "GET")
+                return await self._ready()
             raise RouteNotFound(f"No route for {method} {request.url.path}.")
         except ServeAppError as e:
             return error_response(e)
@@ -91,6 +97,15 @@ class Router:
             rid = request.headers.get("x-request-id", "")
             logger.exception("request %s failed", rid)
             return error_response(InternalError(f"The server had an error processing request {rid}."))
+
+    async def _ready(self) -> JSONResponse:
+        """200 when a model replica answers its health check in time, else 503."""
+        try:
+            await asyncio.wait_for(self._replica.check_health.remote(), READY_TIMEOUT_S)
+        except Exception as e:
+            logger.warning("readiness check failed: %r", e)
+            raise EngineUnavailable("No model replica is ready to serve.") from None
+        return JSONResponse({"status": "ready"})
 
     # -- models ----------------------------------------------------------------
 

@@ -168,6 +168,8 @@ def test_routes_methods_and_request_id(url):
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     r = httpx.get(f"{url}/health")
     assert r.status_code == 200 and r.headers.get("x-request-id")
+    r = httpx.get(f"{url}/ready", timeout=30)
+    assert r.status_code == 200 and r.json() == {"status": "ready"}
 
 
 def test_models_list_and_get(client):

@@ -93,3 +93,13 @@ def test_devmodel_paths_resolve(monkeypatch, tmp_path):
     with pytest.raises(ValueError):
         paths.resolve("devmodel:../etc")
     assert paths.resolve("openai/gpt-oss-20b") == "openai/gpt-oss-20b"
+
+
+def test_gpt_oss_configs_place_one_or_two_gpus_per_replica():
+    root = Path(__file__).resolve().parents[2] / "configs"
+    for name, gpus in (("gpt-oss-20b.yaml", 1), ("gpt-oss-20b-tp2.yaml", 2)):
+        cfg = load_config_file(root / name)
+        opts = replica_options(cfg)
+        assert [b.get("GPU") for b in opts["placement_group_bundles"]] == [1] * gpus
+        assert opts["placement_group_strategy"] == "STRICT_PACK" and cfg.model.max_model_len == 131072
+        assert opts["autoscaling_config"]["min_replicas"] >= 1
