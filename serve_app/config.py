@@ -113,12 +113,14 @@ class AdapterStoreConfig(StrictModel):
 
 
 class AutoscalingConfig(StrictModel):
-    min_replicas: int = Field(1, ge=0)
-    max_replicas: int = Field(1, ge=1)
-    initial_replicas: int | None = Field(None, ge=0)
-    target_ongoing_requests: float = Field(16, gt=0)
-    upscale_delay_s: float = Field(30.0, ge=0)
-    downscale_delay_s: float = Field(600.0, ge=0)
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas kept running (0: scale to zero when idle).")
+    max_replicas: int = Field(1, ge=1, description="Most replicas; on GPU, each takes tensor_parallel_size GPUs.")
+    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time; default min_replicas.")
+    target_ongoing_requests: float = Field(
+        16, gt=0, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(30.0, ge=0, description="Load must stay high this long before scaling up.")
+    downscale_delay_s: float = Field(600.0, ge=0, description="Load must stay low this long before scaling down.")
 
     @model_validator(mode="after")
     def _check(self) -> AutoscalingConfig:
@@ -134,10 +136,12 @@ class AutoscalingConfig(StrictModel):
 class ReplicaConfig(StrictModel):
     num_cpus: float = Field(1, gt=0, description="CPUs of the replica actor (and of each CPU worker bundle).")
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica accepts at once.")
-    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig)
+    autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replica autoscaling.")
     stream_interval_ms: float = Field(5.0, ge=0, description="Token chunks are batched over this interval.")
-    health_check_period_s: float = Field(10.0, gt=0)
-    health_check_timeout_s: float = Field(30.0, gt=0)
+    health_check_period_s: float = Field(10.0, gt=0, description="How often Serve checks the engine's health.")
+    health_check_timeout_s: float = Field(
+        30.0, gt=0, description="A health check slower than this marks the replica unhealthy (it is replaced)."
+    )
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
 
 
@@ -145,7 +149,7 @@ class SamplingDefaults(StrictModel):
     """Sampling used where a request leaves a field out (OpenAI's defaults unless set)."""
 
     temperature: float = Field(1.0, ge=0, le=2, description="gpt-oss is tuned for 1.0; the dev model answers greedily (0).")
-    top_p: float = Field(1.0, gt=0, le=1)
+    top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(-1, ge=-1, description="-1: no top-k cut.")
     reasoning_effort: Literal["low", "medium", "high"] = Field("medium", description="Harmony reasoning effort.")
 
@@ -162,13 +166,17 @@ class RouterConfig(StrictModel):
 
 
 class AppConfig(StrictModel):
-    model: ModelConfig
-    engine: EngineConfig = Field(default_factory=EngineConfig)
-    lora: LoRAConfig = Field(default_factory=LoRAConfig)
-    replica: ReplicaConfig = Field(default_factory=ReplicaConfig)
-    router: RouterConfig = Field(default_factory=RouterConfig)
-    adapters: AdapterStoreConfig = Field(default_factory=AdapterStoreConfig)
-    sampling_defaults: SamplingDefaults = Field(default_factory=SamplingDefaults)
+    model: ModelConfig = Field(description="The served model.")
+    engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica.")
+    lora: LoRAConfig = Field(default_factory=LoRAConfig, description="Per-request LoRA adapters in the engine.")
+    replica: ReplicaConfig = Field(default_factory=ReplicaConfig, description="The LLMReplica deployment.")
+    router: RouterConfig = Field(default_factory=RouterConfig, description="The ingress (router) deployment.")
+    adapters: AdapterStoreConfig = Field(
+        default_factory=AdapterStoreConfig, description="The adapter manager: registry, store, sources."
+    )
+    sampling_defaults: SamplingDefaults = Field(
+        default_factory=SamplingDefaults, description="Sampling where a request leaves a field out."
+    )
 
     @model_validator(mode="after")
     def _check(self) -> AppConfig:

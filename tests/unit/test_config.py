@@ -103,3 +103,20 @@ def test_gpt_oss_configs_place_one_or_two_gpus_per_replica():
         assert [b.get("GPU") for b in opts["placement_group_bundles"]] == [1] * gpus
         assert opts["placement_group_strategy"] == "STRICT_PACK" and cfg.model.max_model_len == 131072
         assert opts["autoscaling_config"]["min_replicas"] >= 1
+
+
+def test_every_config_field_is_described():
+    import inspect
+
+    from pydantic import BaseModel
+
+    from serve_app import config
+
+    missing = [
+        f"{name}.{field}"
+        for name, cls in inspect.getmembers(config, inspect.isclass)
+        if issubclass(cls, BaseModel) and cls.__module__ == config.__name__
+        for field, info in cls.model_fields.items()
+        if not info.description
+    ]
+    assert not missing
