@@ -47,6 +47,22 @@ class RouteNotFound(ServeAppError):
     code = "not_found"
 
 
+class MethodNotAllowed(InvalidRequest):
+    status = 405
+    code = "method_not_allowed"
+
+
+class RequestTooLarge(InvalidRequest):
+    status = 413
+    code = "request_too_large"
+
+
+class Unauthorized(ServeAppError):
+    status = 401
+    type = "authentication_error"
+    code = "invalid_api_key"
+
+
 class InvalidAdapter(ServeAppError):
     """An adapter that must not reach the engine: malformed, unsafe or incompatible."""
 

@@ -16,15 +16,9 @@ from __future__ import annotations
 import hmac
 from typing import Any
 
-from serve_app.protocol.errors import InvalidRequest, RouteNotFound, ServeAppError
+from serve_app.protocol.errors import InvalidRequest, RouteNotFound, Unauthorized
 
 ADAPTERS_PATH = "/v1/adapters"
-
-
-class Unauthorized(ServeAppError):
-    status = 401
-    type = "authentication_error"
-    code = "invalid_api_key"
 
 
 def check_admin(key: str | None, authorization: str | None) -> None:

@@ -20,7 +20,15 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app.config import AppConfig
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
-from serve_app.protocol.errors import EngineUnavailable, InternalError, InvalidRequest, RouteNotFound, ServeAppError
+from serve_app.protocol.errors import (
+    EngineUnavailable,
+    InternalError,
+    InvalidRequest,
+    MethodNotAllowed,
+    RequestTooLarge,
+    RouteNotFound,
+    ServeAppError,
+)
 from serve_app.router import sse
 from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
@@ -36,16 +44,6 @@ MODELS_PATH = "/v1/models"
 
 def error_response(err: ServeAppError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status)
-
-
-class RequestTooLarge(InvalidRequest):
-    status = 413
-    code = "request_too_large"
-
-
-class MethodNotAllowed(InvalidRequest):
-    status = 405
-    code = "method_not_allowed"
 
 
 class Router:

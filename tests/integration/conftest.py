@@ -156,6 +156,20 @@ def llama_app(serve_session, adapters_root, adapter_dirs, s3_server):
 
 
 @pytest.fixture(scope="session")
+def url(serve_url, llama_app) -> str:
+    """The dev application's HTTP root."""
+    return f"{serve_url}/dev"
+
+
+@pytest.fixture(scope="session")
+def client(url):
+    """The official openai client on the dev application."""
+    import openai
+
+    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+@pytest.fixture(scope="session")
 def refs(llama_app, serve_session) -> dict[str, str]:
     """Registered adapter name -> the ref replicas load it by (name@sha256-prefix)."""
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")

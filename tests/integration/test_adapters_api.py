@@ -22,16 +22,6 @@ CAPITALS = [{"role": "system", "content": HELPFUL}, {"role": "user", "content": 
 AUTH = {"Authorization": f"Bearer {ADMIN_KEY}"}
 
 
-@pytest.fixture(scope="module")
-def url(serve_url, llama_app) -> str:
-    return f"{serve_url}/dev"
-
-
-@pytest.fixture(scope="module")
-def client(url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
-
-
 def _admin(url, method, path="", **kw) -> httpx.Response:
     return httpx.request(method, f"{url}/v1/adapters{path}", headers=AUTH, timeout=120, **kw)
 

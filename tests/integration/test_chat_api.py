@@ -30,16 +30,6 @@ TOOLS = [{"type": "function", "function": GET_WEATHER}]
 LONDON_ANSWER = "It is 18 degrees Celsius and cloudy in London."
 
 
-@pytest.fixture(scope="module")
-def url(serve_url, llama_app) -> str:
-    return f"{serve_url}/dev"
-
-
-@pytest.fixture(scope="module")
-def client(url) -> openai.OpenAI:
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
-
-
 def _chat(client, stream: bool, **kw):
     """One greedy completion; streamed ones are folded into the same shape."""
     kw = {"model": BASE, "temperature": 0, "max_tokens": 256} | kw

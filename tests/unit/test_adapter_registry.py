@@ -108,7 +108,8 @@ def test_store_size_limit(store, tmp_path):
 
 
 def test_admin_check():
-    from serve_app.router.admin import Unauthorized, check_admin
+    from serve_app.protocol.errors import Unauthorized
+    from serve_app.router.admin import check_admin
 
     with pytest.raises(RouteNotFound):
         check_admin(None, "Bearer anything")  # no key configured: the routes do not exist
