@@ -194,6 +194,14 @@ class AppConfig(StrictModel):
     def base_model_names(self) -> frozenset[str]:
         return frozenset([self.model.path, self.model.served_name, *self.lora.base_model_names])
 
+    def adapter_limits(self) -> dict[str, Any]:
+        """What an adapter must fit, as ``validate_adapter`` keywords (manager and replicas alike)."""
+        return {
+            "max_rank": self.lora.max_lora_rank,
+            "max_bytes": self.lora.max_adapter_bytes,
+            "base_models": self.base_model_names(),
+        }
+
     def placement_group_bundles(self) -> list[dict[str, float]]:
         """One bundle per tensor-parallel worker; the replica actor shares the first.
 

@@ -100,14 +100,7 @@ class AdapterManager:
                 raise InvalidAdapter(
                     f"adapter {name!r}: weights sha256 is {digest}, not the pinned {pinned.lower()}", param="sha256"
                 )
-            spec = validate_adapter(
-                staging,
-                name,
-                max_rank=self._cfg.lora.max_lora_rank,
-                shapes=self._shapes,
-                max_bytes=self._cfg.lora.max_adapter_bytes,
-                base_models=self._cfg.base_model_names(),
-            )
+            spec = validate_adapter(staging, name, shapes=self._shapes, **self._cfg.adapter_limits())
         except InvalidAdapter as e:
             shutil.rmtree(staging, ignore_errors=True)
             if self._registry.get(name) is None:

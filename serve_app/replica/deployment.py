@@ -134,14 +134,7 @@ class LLMReplica:
             path = await asyncio.to_thread(self._cache.put, ref, data["sha256"], data["files"], set(self._loaded))
 
         def check() -> AdapterSpec:  # file I/O: off the event loop
-            return validate_adapter(
-                path,
-                name,
-                max_rank=self._cfg.lora.max_lora_rank,
-                shapes=self._shapes,
-                max_bytes=self._cfg.lora.max_adapter_bytes,
-                base_models=self._cfg.base_model_names(),
-            )
+            return validate_adapter(path, name, shapes=self._shapes, **self._cfg.adapter_limits())
 
         spec = await asyncio.to_thread(check)
         spec = AdapterSpec(ref, spec.path, spec.rank, spec.alpha, spec.target_modules, spec.size_bytes, spec.base_model)
