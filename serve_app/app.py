@@ -41,6 +41,9 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "name": "LLMReplica",
         "autoscaling_config": autoscaling,
         "max_ongoing_requests": r.max_ongoing_requests,
+        # Bounded: beyond it the router gets BackPressureError and answers 429.
+        "max_queued_requests": r.max_queued_requests,
+        "graceful_shutdown_timeout_s": r.graceful_shutdown_timeout_s,
         "health_check_period_s": r.health_check_period_s,
         "health_check_timeout_s": r.health_check_timeout_s,
         # The actor itself takes its CPUs from the first bundle; the engine's
@@ -59,6 +62,8 @@ def router_options(cfg: AppConfig) -> dict[str, Any]:
         "name": "Router",
         "num_replicas": cfg.router.num_replicas,
         "max_ongoing_requests": cfg.router.max_ongoing_requests,
+        "max_queued_requests": cfg.router.max_queued_requests,
+        "graceful_shutdown_timeout_s": cfg.router.graceful_shutdown_timeout_s,
         "ray_actor_options": {"num_cpus": 0},
     }
 

@@ -142,6 +142,15 @@ class ReplicaConfig(StrictModel):
     health_check_timeout_s: float = Field(
         30.0, gt=0, description="A health check slower than this marks the replica unhealthy (it is replaced)."
     )
+    max_queued_requests: int = Field(
+        128,
+        ge=0,
+        description="Requests a router may queue for this deployment beyond max_ongoing_requests of every "
+        "replica; the next one is refused with 429 and Retry-After.",
+    )
+    graceful_shutdown_timeout_s: float = Field(
+        300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
+    )
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
 
 
@@ -157,11 +166,44 @@ class SamplingDefaults(StrictModel):
 class RouterConfig(StrictModel):
     num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
     max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
-    admin_key_env: str = Field(
-        "SERVE_APP_ADMIN_KEY", description="Environment variable holding the admin key; unset: no admin API."
-    )
     max_ongoing_requests: int = Field(
         1024, ge=1, description="Requests one router replica handles at once (streams mostly wait on replicas)."
+    )
+    max_queued_requests: int = Field(
+        1024, ge=0, description="Requests Serve's proxy queues per router beyond that (then 503 from the proxy)."
+    )
+    retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) sent with a 429 when replicas are full.")
+    graceful_shutdown_timeout_s: float = Field(
+        300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
+    )
+    cors_allow_origins: list[str] = Field(
+        default_factory=list,
+        description="Browser origins allowed to call the API (CORS), e.g. [https://app.example.com]; "
+        "empty: no CORS headers at all; [\"*\"]: any origin (then credentials are not allowed).",
+    )
+
+
+    @model_validator(mode="after")
+    def _check(self) -> RouterConfig:
+        for origin in self.cors_allow_origins:
+            if origin != "*" and not origin.startswith(("http://", "https://")):
+                raise ValueError(f"router.cors_allow_origins: {origin!r} is not \"*\" or an http(s):// origin")
+        return self
+
+
+class AuthConfig(StrictModel):
+    """Who may call: inference keys (per-tenant adapter sets) and the separate admin key."""
+
+    api_keys_env: str = Field(
+        "SERVE_APP_API_KEYS",
+        description="Environment variable with inference keys (comma list or YAML entries); its name + _FILE "
+        "may name a secret file instead. No keys anywhere: inference is open.",
+    )
+    api_keys_file: str | None = Field(
+        None, description="Secret file of inference keys (YAML entries with key/key_sha256, name, adapters)."
+    )
+    admin_key_env: str = Field(
+        "SERVE_APP_ADMIN_KEY", description="Environment variable holding the admin key; unset: no admin API."
     )
 
 
@@ -171,6 +213,7 @@ class AppConfig(StrictModel):
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="Per-request LoRA adapters in the engine.")
     replica: ReplicaConfig = Field(default_factory=ReplicaConfig, description="The LLMReplica deployment.")
     router: RouterConfig = Field(default_factory=RouterConfig, description="The ingress (router) deployment.")
+    auth: AuthConfig = Field(default_factory=AuthConfig, description="Inference and admin keys.")
     adapters: AdapterStoreConfig = Field(
         default_factory=AdapterStoreConfig, description="The adapter manager: registry, store, sources."
     )
@@ -189,6 +232,11 @@ class AppConfig(StrictModel):
             and self.engine.max_num_batched_tokens < self.engine.max_num_seqs
         ):
             raise ValueError("engine.max_num_batched_tokens must be >= engine.max_num_seqs")
+        if self.replica.autoscaling.target_ongoing_requests > self.replica.max_ongoing_requests:
+            raise ValueError(
+                "replica.autoscaling.target_ongoing_requests must be <= replica.max_ongoing_requests "
+                "(a replica never holds more, so the autoscaler would never see its target)"
+            )
         return self
 
     def base_model_names(self) -> frozenset[str]:

@@ -25,6 +25,10 @@ class ServeAppError(Exception):
     def to_dict(self) -> dict:
         return {"error": {"message": self.message, "type": self.type, "param": self.param, "code": self.code}}
 
+    def headers(self) -> dict[str, str]:
+        """HTTP headers that go with this error."""
+        return {}
+
 
 def _rebuild(cls, message, param, code):
     return cls(message, param=param, code=code)
@@ -62,6 +66,17 @@ class Unauthorized(ServeAppError):
     type = "authentication_error"
     code = "invalid_api_key"
 
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": "Bearer"}
+
+
+class Forbidden(ServeAppError):
+    """A valid key that does not grant this operation (an inference key on the admin API)."""
+
+    status = 403
+    type = "permission_error"
+    code = "forbidden"
+
 
 class InvalidAdapter(ServeAppError):
     """An adapter that must not reach the engine: malformed, unsafe or incompatible."""
@@ -83,6 +98,11 @@ class Overloaded(ServeAppError):
     status = 429
     type = "rate_limit_error"
     code = "overloaded"
+    # Seconds a client should wait; the router sets it from router.retry_after_s.
+    retry_after_s = 1
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after_s)}
 
 
 class InternalError(ServeAppError):

@@ -11,12 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from ray import serve
 
 from serve_app.config import AppConfig
+from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import ModelNotFound
 from serve_app.adapters.validation import AdapterSpec, BaseShapes, validate_adapter
@@ -74,9 +76,17 @@ class LLMReplica:
         self.loads: dict[str, int] = {}  # engine loads per adapter ref (tests, operators)
         self._in_flight: dict[str, int] = {}
         self._watcher: asyncio.Task | None = None
+        self._metrics = AdapterMetrics()
 
         async def load(adapter: str) -> LoadedAdapter:
-            return await self._load(adapter)
+            started = time.monotonic()
+            ok = False
+            try:
+                loaded = await self._load(adapter)
+                ok = True
+                return loaded
+            finally:
+                self._metrics.loaded(adapter.partition("@")[0], time.monotonic() - started, ok)
 
         # Wired at runtime because the bound comes from config.
         self._get_adapter = serve.multiplexed(max_num_models_per_replica=self._cfg.lora.adapters_per_replica)(load)
@@ -150,6 +160,7 @@ class LLMReplica:
     async def _unload(self, adapter: LoadedAdapter) -> None:
         self._loaded.pop(adapter.name, None)
         await self._engine.remove_lora(adapter.lora_request.lora_int_id)
+        self._metrics.evicted(adapter.name.partition("@")[0])
         logger.info("evicted adapter %s", adapter.name)
 
     async def stats(self) -> dict:

@@ -1,9 +1,10 @@
 """Admin endpoints for adapters, on the router.
 
 Enabled only when an admin key is configured (the environment variable named
-by ``router.admin_key_env``, ``SERVE_APP_ADMIN_KEY`` by default): without it
+by ``auth.admin_key_env``, ``SERVE_APP_ADMIN_KEY`` by default): without it
 the routes answer 404 as if they did not exist; with it, a request needs
-``Authorization: Bearer <admin key>`` (compared in constant time) or gets 401.
+``Authorization: Bearer <admin key>`` (compared in constant time). An
+inference key gets 403 (it is a key, just not this one); anything else 401.
 
     POST   /v1/adapters          {"name", "source", "sha256"?}
     GET    /v1/adapters
@@ -13,19 +14,20 @@ the routes answer 404 as if they did not exist; with it, a request needs
 
 from __future__ import annotations
 
-import hmac
 from typing import Any
 
-from serve_app.protocol.errors import InvalidRequest, RouteNotFound, Unauthorized
+from serve_app.protocol.errors import Forbidden, InvalidRequest, RouteNotFound, Unauthorized
+from serve_app.router.auth import KeyRing, bearer_token, digest, matches
 
 ADAPTERS_PATH = "/v1/adapters"
 
 
-def check_admin(key: str | None, authorization: str | None) -> None:
+def check_admin(key: str | None, authorization: str | None, keyring: KeyRing | None = None) -> None:
     if not key:
         raise RouteNotFound("No such route.")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), key.encode()):
+    if matches(bearer_token(authorization), [digest(key)]) is None:
+        if keyring is not None and keyring.is_key(authorization):
+            raise Forbidden("This key may not manage adapters; the admin key is required.")
         raise Unauthorized("A valid admin key is required (Authorization: Bearer <key>).")
 
 

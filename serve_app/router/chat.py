@@ -22,7 +22,9 @@ from serve_app.harmony.chat import HarmonyPrompt, prepare
 from serve_app.harmony.parse import CompletionParser, Delta
 from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import EngineUnavailable, InvalidRequest, Overloaded, ServeAppError
+from serve_app.metrics import RequestMetrics
 from serve_app.protocol.openai import ChatCompletionRequest
+from serve_app.router.auth import ANONYMOUS, Principal
 from serve_app.router.models import ModelRef, ModelResolver
 from serve_app.router.responses import content_logprobs
 from serve_app.router.stops import StopMatcher
@@ -102,6 +104,9 @@ class ChatRun:
     prompt: HarmonyPrompt
     ref: ModelRef
     max_tokens: int
+    principal: Principal = ANONYMOUS
+    # time.monotonic() when the request arrived (TTFT and latency count from it).
+    arrived: float = 0.0
 
     @property
     def prompt_tokens(self) -> int:
@@ -109,23 +114,26 @@ class ChatRun:
 
 
 class ChatService:
-    def __init__(self, cfg: AppConfig, replica_handle: Any, resolver: ModelResolver):
+    def __init__(
+        self, cfg: AppConfig, replica_handle: Any, resolver: ModelResolver, metrics: RequestMetrics | None = None
+    ):
         self._cfg = cfg
         self._replica = replica_handle
         self._resolver = resolver
+        self._metrics = metrics or RequestMetrics()
         self._handles: dict[str, Any] = {}
 
     # -- accepting a request ------------------------------------------------
 
-    async def accept(self, body: Any) -> ChatRun:
-        """Validate, resolve and render; every refusal is a typed 4xx."""
+    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ChatRun:
+        """Validate, resolve (for this caller) and render; every refusal is a typed 4xx."""
         if not isinstance(body, dict):
             raise InvalidRequest("The request body must be a JSON object.")
         try:
             request = ChatCompletionRequest.model_validate(body)
         except ValidationError as e:
             raise validation_error(e) from None
-        ref = await self._resolver.resolve(request.model)
+        ref = await self._resolver.resolve(request.model, principal)
         prompt = await asyncio.to_thread(prepare, request, self._cfg.sampling_defaults.reasoning_effort)
         return ChatRun(
             id=f"chatcmpl-{uuid.uuid4().hex}",
@@ -135,6 +143,8 @@ class ChatService:
             prompt=prompt,
             ref=ref,
             max_tokens=self._completion_budget(request, len(prompt.prompt_token_ids)),
+            principal=principal,
+            arrived=time.monotonic() if arrived is None else arrived,
         )
 
     def _completion_budget(self, request: ChatCompletionRequest, prompt_tokens: int) -> int:
@@ -205,9 +215,15 @@ class ChatService:
         stops = StopMatcher([stop] if isinstance(stop, str) else stop or [])
         parser = CompletionParser()
         done = False
+        first_s = last_s = None
+        tokens = 0
         gen = self._handle(run.ref.ref).generate.remote(req)
         try:
             async for chunk in _guarded(gen):
+                if chunk.completion_tokens > tokens:
+                    last_s = time.monotonic() - run.arrived
+                    first_s = last_s if first_s is None else first_s
+                    tokens = chunk.completion_tokens
                 delta = parser.feed(chunk.token_ids)
                 delta.content = stops.push(delta.content)
                 logprobs = content_logprobs(chunk, parser.content_positions) if run.request.logprobs else None
@@ -227,6 +243,7 @@ class ChatService:
         finally:
             if not done:
                 gen.cancel()
+            self._metrics.choice(self._resolver.served_name, run.ref.adapter, first_s, last_s, tokens)
 
     @staticmethod
     def _last_event(

@@ -12,7 +12,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 from starlette.requests import Request
@@ -25,13 +25,17 @@ from serve_app.protocol.errors import (
     InternalError,
     InvalidRequest,
     MethodNotAllowed,
+    Overloaded,
     RequestTooLarge,
     RouteNotFound,
     ServeAppError,
 )
 from serve_app.router import sse
 from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
+from serve_app.metrics import RequestMetrics
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
+from serve_app.router.auth import KeyRing, Principal
+from serve_app.router.cors import Cors
 from serve_app.router.models import SEPARATOR, AdapterView, ModelResolver
 from serve_app.router.responses import ChoiceState, ChunkWriter, completion
 
@@ -43,7 +47,7 @@ MODELS_PATH = "/v1/models"
 
 
 def error_response(err: ServeAppError) -> JSONResponse:
-    return JSONResponse(err.to_dict(), status_code=err.status)
+    return JSONResponse(err.to_dict(), status_code=err.status, headers=err.headers())
 
 
 class Router:
@@ -54,12 +58,25 @@ class Router:
         view = AdapterView(manager, self._cfg.adapters.refresh_s) if manager is not None else None
         self._models = ModelResolver(self._cfg.model.served_name, view)
         self._admin = AdminAPI(manager, view.invalidate) if view is not None else None
-        self._admin_key = os.environ.get(self._cfg.router.admin_key_env) or None
+        self._admin_key = os.environ.get(self._cfg.auth.admin_key_env) or None
+        self._keys = KeyRing(self._cfg.auth.api_keys_env, self._cfg.auth.api_keys_file)
+        if not self._keys.enabled:
+            logger.warning("no API keys configured (%s): inference is open to anyone who reaches this port",
+                           self._cfg.auth.api_keys_env)
+        self._cors = Cors(self._cfg.router.cors_allow_origins)
         self._replica = replica
-        self._chat = ChatService(self._cfg, replica, self._models)
+        self._metrics = RequestMetrics()
+        self._chat = ChatService(self._cfg, replica, self._models, self._metrics)
         self._created = int(time.time())
 
     async def __call__(self, request: Request) -> Response:
+        origin = request.headers.get("origin")
+        if self._cors.is_preflight(request.method, request.headers):
+            return self._cors.preflight(origin)
+        return self._cors.decorate(await self._route(request), origin)
+
+    async def _route(self, request: Request) -> Response:
+        arrived = time.monotonic()
         method = request.method
         path = request.url.path
         # Serve passes the full path; the application's route prefix is root_path.
@@ -67,34 +84,41 @@ class Router:
         if root and path.startswith(root):
             path = path[len(root) :]
         path = path.rstrip("/") or "/"
+        authorization = request.headers.get("authorization")
         try:
-            if path == CHAT_PATH:
-                _allow(method, "POST")
-                return await self._chat_completions(request)
-            if path == MODELS_PATH:
-                _allow(method, "GET")
-                return JSONResponse({"object": "list", "data": await self._model_cards()})
-            if path.startswith(MODELS_PATH + "/"):
-                _allow(method, "GET")
-                return await self._model(path[len(MODELS_PATH) + 1 :])
-            if path == ADAPTERS_PATH or path.startswith(ADAPTERS_PATH + "/"):
-                check_admin(self._admin_key if self._admin else None, request.headers.get("authorization"))
-                body = await self._json_body(request) if method == "POST" else None
-                status, out = await self._admin.handle(method, path[len(ADAPTERS_PATH):], body)
-                return JSONResponse(out, status_code=status)
             if path == "/health":
                 _allow(method, "GET")
                 return JSONResponse({"status": "ok"})
             if path == "/ready":
                 _allow(method, "GET")
                 return await self._ready()
+            if path == ADAPTERS_PATH or path.startswith(ADAPTERS_PATH + "/"):
+                check_admin(self._admin_key if self._admin else None, authorization, self._keys)
+                body = await self._json_body(request) if method == "POST" else None
+                status, out = await self._admin.handle(method, path[len(ADAPTERS_PATH):], body)
+                return JSONResponse(out, status_code=status)
+            principal = self._keys.authenticate(authorization)
+            if path == CHAT_PATH:
+                _allow(method, "POST")
+                return await self._chat_completions(request, principal, arrived)
+            if path == MODELS_PATH:
+                _allow(method, "GET")
+                return JSONResponse({"object": "list", "data": await self._model_cards(principal)})
+            if path.startswith(MODELS_PATH + "/"):
+                _allow(method, "GET")
+                return await self._model(path[len(MODELS_PATH) + 1 :], principal)
             raise RouteNotFound(f"No route for {method} {request.url.path}.")
         except ServeAppError as e:
-            return error_response(e)
+            return self._error(e)
         except Exception:
             rid = request.headers.get("x-request-id", "")
             logger.exception("request %s failed", rid)
-            return error_response(InternalError(f"The server had an error processing request {rid}."))
+            return self._error(InternalError(f"The server had an error processing request {rid}."))
+
+    def _error(self, err: ServeAppError) -> JSONResponse:
+        if isinstance(err, Overloaded):
+            err.retry_after_s = self._cfg.router.retry_after_s
+        return error_response(err)
 
     async def _ready(self) -> JSONResponse:
         """200 when a model replica answers its health check in time, else 503."""
@@ -117,15 +141,15 @@ class Router:
             "max_model_len": self._cfg.model.max_model_len,
         }
 
-    async def _model_cards(self) -> list[dict]:
+    async def _model_cards(self, principal: Principal) -> list[dict]:
         base = self._models.served_name
-        adapters = await self._models.adapters()
+        adapters = await self._models.adapters(principal)
         return [self._card(base, None)] + [
             self._card(f"{base}{SEPARATOR}{name}", base, adapters[name]["created"]) for name in sorted(adapters)
         ]
 
-    async def _model(self, model_id: str) -> JSONResponse:
-        ref = await self._models.resolve(model_id)
+    async def _model(self, model_id: str, principal: Principal) -> JSONResponse:
+        ref = await self._models.resolve(model_id, principal)
         if ref.adapter is None:
             return JSONResponse(self._card(ref.requested, None))
         created = (await self._models.adapters())[ref.adapter]["created"]
@@ -133,10 +157,22 @@ class Router:
 
     # -- chat completions ----------------------------------------------------
 
-    async def _chat_completions(self, request: Request) -> Response:
-        run = await self._chat.accept(await self._json_body(request))
-        if run.request.stream:
-            return await self._stream(run)
+    async def _chat_completions(self, request: Request, principal: Principal, arrived: float) -> Response:
+        run = None
+        try:
+            run = await self._chat.accept(await self._json_body(request), principal, arrived)
+            if run.request.stream:
+                # The stream's own end records it (status of its last event).
+                return await self._stream(run)
+            body, tokens = await self._complete(run)
+        except ServeAppError as e:
+            self._finished(run, e.status, arrived)
+            raise
+        self._finished(run, 200, arrived, tokens)
+        return JSONResponse(body)
+
+    async def _complete(self, run: ChatRun) -> tuple[dict, int]:
+        """The whole completion body, and its completion tokens."""
         choices = [ChoiceState(logprobs=[] if run.request.logprobs else None) for _ in range(run.request.n)]
         events = self._chat.events(run)
         try:
@@ -148,7 +184,20 @@ class Router:
                     state.completion_tokens = event.completion_tokens
         finally:
             await events.aclose()
-        return JSONResponse(completion(run.id, run.created, run.model, choices, run.prompt_tokens))
+        body = completion(run.id, run.created, run.model, choices, run.prompt_tokens)
+        return body, body["usage"]["completion_tokens"]
+
+    def _finished(self, run: ChatRun | None, status: int, arrived: float, completion_tokens: int = 0) -> None:
+        """Per-request metrics and the access line (request id from Serve's log context; never a key)."""
+        e2e = time.monotonic() - arrived
+        adapter = run.ref.adapter if run is not None else None
+        prompt_tokens = run.prompt_tokens if run is not None else 0
+        self._metrics.finished(self._models.served_name, adapter, status, prompt_tokens, e2e)
+        logger.info(
+            "chat %s status=%d tenant=%s adapter=%s prompt_tokens=%d completion_tokens=%d e2e=%.3fs",
+            run.id if run is not None else "-", status, run.principal.name if run is not None else "-",
+            adapter or "-", prompt_tokens, completion_tokens, e2e,
+        )
 
     async def _json_body(self, request: Request) -> Any:
         limit = self._cfg.router.max_request_bytes
@@ -176,20 +225,27 @@ class Router:
             await events.aclose()
             raise
         return StreamingResponse(
-            sse_body(run, first, events),
+            sse_body(run, first, events, lambda status, tokens: self._finished(run, status, run.arrived, tokens)),
             media_type="text/event-stream",
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
-async def sse_body(run: ChatRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent]) -> AsyncIterator[bytes]:
+async def sse_body(
+    run: ChatRun,
+    first: ChoiceEvent,
+    events: AsyncIterator[ChoiceEvent],
+    on_end: Callable[[int, int], None] | None = None,
+) -> AsyncIterator[bytes]:
     """The SSE body of a streamed completion whose first event is already in hand.
 
     Role chunks first, then deltas, one finish chunk per choice, the usage chunk
     if asked for, and ``data: [DONE]`` exactly once; an error after the first
-    token becomes an in-band error event before it.
+    token becomes an in-band error event before it. ``on_end(status, tokens)``
+    learns how it ended: 200, the in-band error's status, or 499 (client gone).
     """
     writer = ChunkWriter(run.id, run.created, run.model, _include_usage(run))
     completion_tokens = [0] * run.request.n
+    status = 499
     try:
         for i in range(run.request.n):
             yield sse.encode(writer.role(i))
@@ -203,14 +259,19 @@ async def sse_body(run: ChatRun, first: ChoiceEvent, events: AsyncIterator[Choic
             event = await anext(events, None)
         if _include_usage(run):
             yield sse.encode(writer.usage(run.prompt_tokens, sum(completion_tokens)))
+        status = 200
     except ServeAppError as e:
+        status = e.status
         yield sse.encode(e.to_dict())
     except Exception:
+        status = 500
         logger.exception("stream %s failed", run.id)
         yield sse.encode(InternalError("The server had an error while streaming this response.").to_dict())
     finally:
         # Also on cancellation (the client went away): aborts the engine requests.
         await events.aclose()
+        if on_end is not None:
+            on_end(status, sum(completion_tokens))
     yield sse.DONE
 
 

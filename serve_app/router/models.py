@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.protocol.errors import ModelNotFound
+from serve_app.router.auth import ANONYMOUS, Principal
 
 SEPARATOR = ":"
 
@@ -58,15 +59,20 @@ class ModelResolver:
         self.served_name = served_name
         self.view = view
 
-    async def adapters(self) -> dict[str, dict]:
-        return await self.view.adapters() if self.view else {}
+    async def adapters(self, principal: Principal = ANONYMOUS) -> dict[str, dict]:
+        """The ready adapters this caller may use (the others do not exist for it)."""
+        every = await self.view.adapters() if self.view else {}
+        if principal.adapters is None:
+            return every
+        return {name: a for name, a in every.items() if principal.may_use(name)}
 
-    async def resolve(self, model: str) -> ModelRef:
+    async def resolve(self, model: str, principal: Principal = ANONYMOUS) -> ModelRef:
         if model == self.served_name:
             return ModelRef(model)
         base, sep, adapter = model.partition(SEPARATOR)
         if sep and base == self.served_name and adapter and self.view is not None:
-            entry = (await self.view.adapters()).get(adapter)
+            # Another tenant's adapter gets the very answer a missing one gets.
+            entry = (await self.view.adapters()).get(adapter) if principal.may_use(adapter) else None
             if entry is not None:
                 return ModelRef(model, adapter, entry["ref"])
             raise ModelNotFound(f"The model `{model}` does not exist: no adapter named {adapter!r}.", param="model")

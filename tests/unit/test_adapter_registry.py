@@ -120,6 +120,20 @@ def test_admin_check():
     check_admin("secret", "bearer  secret ")
 
 
+def test_inference_key_on_admin_routes_is_forbidden(monkeypatch):
+    from serve_app.protocol.errors import Forbidden, Unauthorized
+    from serve_app.router.admin import check_admin
+    from serve_app.router.auth import KeyRing
+
+    monkeypatch.setenv("TEST_KEYS", "inference-key-1")
+    ring = KeyRing("TEST_KEYS")
+    with pytest.raises(Forbidden):
+        check_admin("admin-secret", "Bearer inference-key-1", ring)
+    with pytest.raises(Unauthorized):
+        check_admin("admin-secret", "Bearer other-key-22", ring)
+    check_admin("admin-secret", "Bearer admin-secret", ring)
+
+
 def test_bootstrap_file_of_the_repo():
     from serve_app.adapters.manager import bootstrap_entries
 

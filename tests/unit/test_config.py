@@ -43,6 +43,12 @@ def _with(path: str, value) -> dict:
         ("replica.autoscaling.initial_replicas", 9, "initial_replicas"),
         ("replica.max_ongoing_requests", 0, "max_ongoing_requests"),
         ("router.extra", True, "extra"),
+        ("router.retry_after_s", -1, "retry_after_s"),
+        ("router.cors_allow_origins", ["example.com"], "cors_allow_origins"),
+        ("replica.max_queued_requests", -1, "max_queued_requests"),
+        ("replica.autoscaling.target_ongoing_requests", 1000, "target_ongoing_requests"),
+        ("auth.api_keys", "k", "api_keys"),
+        ("auth.api_keys_file", 3, "api_keys_file"),
     ],
     ids=lambda v: str(v),
 )
@@ -70,6 +76,9 @@ def test_every_config_file_builds(path):
     assert opts["ray_actor_options"]["num_cpus"] == opts["placement_group_bundles"][0]["CPU"]
     assert router_options(cfg)["ray_actor_options"]["num_cpus"] == 0
     assert router_options(cfg)["max_ongoing_requests"] >= 1000  # Serve's default (5) would queue streams at the proxy
+    # Bounded queues (429 beyond them) and time for running streams on shutdown.
+    assert 0 <= opts["max_queued_requests"] and 0 <= router_options(cfg)["max_queued_requests"]
+    assert opts["graceful_shutdown_timeout_s"] >= 60
 
 
 @pytest.mark.parametrize("device, tp", [("gpu", 1), ("gpu", 2), ("cpu", 2)])
