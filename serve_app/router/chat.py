@@ -242,7 +242,7 @@ class ChatService:
             raise EngineUnavailable("The model replica ended the stream early; retry the request.")
         finally:
             if not done:
-                gen.cancel()
+                _cancel(gen)
             self._metrics.choice(self._resolver.served_name, run.ref.adapter, first_s, last_s, tokens)
 
     @staticmethod
@@ -260,6 +260,18 @@ class ChatService:
         else:
             delta.content += stops.flush()
         return ChoiceEvent(index, delta, reason, chunk.stop_reason, chunk.completion_tokens)
+
+
+def _cancel(gen: Any) -> None:
+    """Abort a replica call that did not finish (client gone, stop string, error).
+
+    Serve's ``cancel`` re-raises the failure of a call that was never assigned
+    to a replica (refused for backpressure, say): there is nothing to abort then.
+    """
+    try:
+        gen.cancel()
+    except Exception as e:
+        logger.debug("replica call not cancelled (it never started): %r", e)
 
 
 async def _guarded(gen: Any) -> AsyncIterator[TokenChunk]:

@@ -56,8 +56,16 @@ def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
 
 
 _HTTP = {"port": _free_port()}
+METRICS_PORT = _free_port()
 ADMIN_KEY = "test-admin-key-0123456789"
 DEV_ADAPTERS = ("pirate", "terse", "pirate-copy")
+# The dev app's inference keys (auth.api_keys_file): one for everything, one per tenant.
+API_KEY = "sk-test-all-0123456789"
+TENANT_KEYS = {"tenant-a": "sk-tenant-a-0123456789", "tenant-b": "sk-tenant-b-0123456789"}
+TENANT_ADAPTERS = {"tenant-a": ["pirate"], "tenant-b": ["terse", "pirate-*"]}
+AUTH = {"Authorization": f"Bearer {API_KEY}"}
+# The gptoss app's replica bounds: small, so that the overload test can exceed them.
+GPTOSS_ONGOING, GPTOSS_QUEUED = 8, 8
 
 
 @pytest.fixture(scope="session")
@@ -73,7 +81,14 @@ def serve_session(devmodel_dir, direct_outputs):
 
     # Routers read the admin key from their environment, inherited from here.
     os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    # Metrics are exported every second (Ray's default: 10 s) on a port of our own.
+    ray.init(
+        num_cpus=4,
+        include_dashboard=False,
+        log_to_driver=False,
+        _metrics_export_port=METRICS_PORT,
+        _system_config={"metrics_report_interval_ms": 1000},
+    )
     serve.start(http_options={"host": "127.0.0.1", "port": _HTTP["port"]})
     yield serve
     serve.shutdown()
@@ -144,10 +159,21 @@ def adapter_args(adapters_root: Path, adapter_dirs: dict[str, str], s3: dict | N
 
 
 @pytest.fixture(scope="session")
-def llama_app(serve_session, adapters_root, adapter_dirs, s3_server):
+def api_keys_file(tmp_path_factory) -> Path:
+    entries = [{"key": API_KEY, "name": "ops"}] + [
+        {"key": TENANT_KEYS[t], "name": t, "adapters": TENANT_ADAPTERS[t]} for t in TENANT_KEYS
+    ]
+    path = tmp_path_factory.mktemp("secrets") / "api-keys.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
+@pytest.fixture(scope="session")
+def llama_app(serve_session, adapters_root, adapter_dirs, s3_server, api_keys_file):
     from serve_app.app import build_app
 
     args = adapter_args(adapters_root, adapter_dirs, s3_server)
+    args["auth"] = {"api_keys_file": str(api_keys_file)}
     serve_session.run(build_app(args), name="dev", route_prefix="/dev")
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
     for name in DEV_ADAPTERS:
@@ -166,7 +192,7 @@ def client(url):
     """The official openai client on the dev application."""
     import openai
 
-    return openai.OpenAI(base_url=f"{url}/v1", api_key="unused", max_retries=0, timeout=120)
+    return openai.OpenAI(base_url=f"{url}/v1", api_key=API_KEY, max_retries=0, timeout=120)
 
 
 @pytest.fixture(scope="session")
@@ -183,6 +209,9 @@ def gptoss_app(serve_session):
     args = dev_args()
     args["model"]["path"] = "devmodel:gptoss"
     args["lora"] = {"enabled": False}
+    # No keys configured: open, like `vllm serve` without --api-key.
+    args["replica"].update(max_ongoing_requests=GPTOSS_ONGOING, max_queued_requests=GPTOSS_QUEUED)
+    args["replica"]["autoscaling"]["target_ongoing_requests"] = GPTOSS_ONGOING
     serve_session.run(build_app(args), name="gptoss", route_prefix="/gptoss")
     return serve_session.get_deployment_handle("LLMReplica", app_name="gptoss")
 

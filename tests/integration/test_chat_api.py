@@ -21,6 +21,8 @@ from serve_app.devmodel.corpus import (
     WITH_TOOLS,
 )
 
+from tests.integration.conftest import AUTH
+
 pytestmark = pytest.mark.integration
 
 BASE = "gpt-oss-20b"
@@ -130,7 +132,7 @@ BAD = {
 
 @pytest.mark.parametrize("body", BAD.values(), ids=BAD.keys())
 def test_bad_request_is_400_in_error_shape(url, body):
-    r = httpx.post(f"{url}/v1/chat/completions", json=body, timeout=60)
+    r = httpx.post(f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert set(err) == {"message", "type", "param", "code"} and err["type"] == "invalid_request_error"
@@ -138,7 +140,7 @@ def test_bad_request_is_400_in_error_shape(url, body):
 
 
 def test_context_error_says_both_numbers(url):
-    r = httpx.post(f"{url}/v1/chat/completions", json=BAD["context"], timeout=60)
+    r = httpx.post(f"{url}/v1/chat/completions", json=BAD["context"], headers=AUTH, timeout=60)
     assert "2048" in r.json()["error"]["message"] and "100000" in r.json()["error"]["message"]
 
 
@@ -146,15 +148,15 @@ def test_context_error_says_both_numbers(url):
     "content", [b"{not json", b"\xff\xfe", b""], ids=["syntax", "not-utf8", "empty"]
 )
 def test_malformed_body_is_400(url, content):
-    r = httpx.post(f"{url}/v1/chat/completions", content=content, headers={"content-type": "application/json"})
+    r = httpx.post(f"{url}/v1/chat/completions", content=content, headers={"content-type": "application/json", **AUTH})
     assert r.status_code == 400 and r.json()["error"]["type"] == "invalid_request_error"
 
 
 def test_routes_methods_and_request_id(url):
-    r = httpx.get(f"{url}/v1/nothing-here", headers={"x-request-id": "req-abc-123"})
+    r = httpx.get(f"{url}/v1/nothing-here", headers={"x-request-id": "req-abc-123", **AUTH})
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     assert r.headers["x-request-id"] == "req-abc-123"
-    r = httpx.get(f"{url}/v1/chat/completions")
+    r = httpx.get(f"{url}/v1/chat/completions", headers=AUTH)
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
     r = httpx.get(f"{url}/health")
     assert r.status_code == 200 and r.headers.get("x-request-id")
@@ -242,7 +244,7 @@ def test_client_disconnect_cancels_engine_request(url, llama_app):
         return llama_app.stats.remote().result()["unfinished_requests"]
 
     body = {"model": BASE, "messages": CAPITALS, "stream": True, "max_tokens": 1800, "ignore_eos": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
+    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as r:
         assert r.status_code == 200
         lines = r.iter_lines()
         for _ in range(6):
