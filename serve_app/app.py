@@ -64,7 +64,7 @@ def router_options(cfg: AppConfig) -> dict[str, Any]:
         "max_ongoing_requests": cfg.router.max_ongoing_requests,
         "max_queued_requests": cfg.router.max_queued_requests,
         "graceful_shutdown_timeout_s": cfg.router.graceful_shutdown_timeout_s,
-        "ray_actor_options": {"num_cpus": 0},
+        "ray_actor_options": _actor_options(0, cfg.router.resources),
     }
 
 
@@ -75,8 +75,12 @@ def manager_options(cfg: AppConfig) -> dict[str, Any]:
         "name": "AdapterManager",
         "num_replicas": 1,
         "max_ongoing_requests": 256,
-        "ray_actor_options": {"num_cpus": cfg.adapters.num_cpus},
+        "ray_actor_options": _actor_options(cfg.adapters.num_cpus, cfg.adapters.resources),
     }
+
+
+def _actor_options(num_cpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    return {"num_cpus": num_cpus, "resources": dict(resources)} if resources else {"num_cpus": num_cpus}
 
 
 def build_app(args: dict[str, Any]) -> Application:

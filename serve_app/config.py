@@ -107,6 +107,11 @@ class AdapterStoreConfig(StrictModel):
     replica_cache_entries: int = Field(64, ge=1, description="Adapter copies kept per replica host (LRU).")
     refresh_s: float = Field(1.0, gt=0, description="How stale a router's view of the registry may get.")
     num_cpus: float = Field(0, ge=0, description="CPUs of the manager actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the manager needs, e.g. {serve_app_head: 1} to keep it (and its "
+        "store_dir) on the head node.",
+    )
 
     def resolved_store_dir(self) -> str:
         return paths.resolve(self.store_dir)
@@ -175,6 +180,10 @@ class RouterConfig(StrictModel):
     retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) sent with a 429 when replicas are full.")
     graceful_shutdown_timeout_s: float = Field(
         300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
+    )
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources a router needs, e.g. {serve_app_head: 1} to keep it on the head node.",
     )
     cors_allow_origins: list[str] = Field(
         default_factory=list,
