@@ -14,16 +14,13 @@ from ray import serve
 from ray.serve import Application
 
 from serve_app.adapters.manager import AdapterManager
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, AutoscalingConfig
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
 
 
-def replica_options(cfg: AppConfig) -> dict[str, Any]:
-    """Deployment options of the LLMReplica, derived from config only."""
-    r = cfg.replica
-    a = r.autoscaling
-    autoscaling: dict[str, Any] = {
+def _autoscaling(a: AutoscalingConfig) -> dict[str, Any]:
+    out: dict[str, Any] = {
         "min_replicas": a.min_replicas,
         "max_replicas": a.max_replicas,
         "target_ongoing_requests": a.target_ongoing_requests,
@@ -31,7 +28,13 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "downscale_delay_s": a.downscale_delay_s,
     }
     if a.initial_replicas is not None:
-        autoscaling["initial_replicas"] = a.initial_replicas
+        out["initial_replicas"] = a.initial_replicas
+    return out
+
+
+def replica_options(cfg: AppConfig) -> dict[str, Any]:
+    """Deployment options of the LLMReplica, derived from config only."""
+    r = cfg.replica
     env = dict(r.env_vars)
     if cfg.engine.device == "cpu" and cfg.engine.tensor_parallel_size > 1:
         # vLLM's automatic binding wants one NUMA node per CPU worker and
@@ -39,7 +42,7 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     return {
         "name": "LLMReplica",
-        "autoscaling_config": autoscaling,
+        "autoscaling_config": _autoscaling(r.autoscaling),
         "max_ongoing_requests": r.max_ongoing_requests,
         # Bounded: beyond it the router gets BackPressureError and answers 429.
         "max_queued_requests": r.max_queued_requests,
@@ -58,9 +61,14 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
 def router_options(cfg: AppConfig) -> dict[str, Any]:
     # Serve's default of 5 ongoing requests would queue the 6th stream at the
     # proxy; the router only waits on replicas, which bound the real work.
+    scale: dict[str, Any] = (
+        {"autoscaling_config": _autoscaling(cfg.router.autoscaling)}
+        if cfg.router.autoscaling is not None
+        else {"num_replicas": cfg.router.num_replicas}
+    )
     return {
         "name": "Router",
-        "num_replicas": cfg.router.num_replicas,
+        **scale,
         "max_ongoing_requests": cfg.router.max_ongoing_requests,
         "max_queued_requests": cfg.router.max_queued_requests,
         "graceful_shutdown_timeout_s": cfg.router.graceful_shutdown_timeout_s,

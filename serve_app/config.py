@@ -169,7 +169,10 @@ class SamplingDefaults(StrictModel):
 
 
 class RouterConfig(StrictModel):
-    num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas.")
+    num_replicas: int = Field(1, ge=1, description="Router (ingress) replicas, when not autoscaled.")
+    autoscaling: AutoscalingConfig | None = Field(
+        None, description="Autoscale the routers instead (target_ongoing_requests counts streams per router)."
+    )
     max_request_bytes: int = Field(16 << 20, ge=1024, description="Largest request body accepted (413 beyond).")
     max_ongoing_requests: int = Field(
         1024, ge=1, description="Requests one router replica handles at once (streams mostly wait on replicas)."
@@ -194,6 +197,8 @@ class RouterConfig(StrictModel):
 
     @model_validator(mode="after")
     def _check(self) -> RouterConfig:
+        if self.autoscaling is not None and "num_replicas" in self.model_fields_set:
+            raise ValueError("router: set num_replicas or autoscaling, not both")
         for origin in self.cors_allow_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
                 raise ValueError(f"router.cors_allow_origins: {origin!r} is not \"*\" or an http(s):// origin")

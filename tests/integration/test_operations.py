@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -88,6 +89,20 @@ def test_auth_matrix(url, refs):
     assert {f"{BASE}:pirate", f"{BASE}:terse", f"{BASE}:pirate-copy"} <= _ids(_models(url, API_KEY))
 
 
+def test_keys_never_reach_the_logs(url):
+    import ray
+
+    # A failing request with a key in its header, so that error paths log too.
+    _chat(url, "sk-wrong-logged-0123456789", BASE)
+    _chat(url, TENANT_KEYS["tenant-a"], f"{BASE}:terse")
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
+    secrets = [API_KEY, ADMIN_KEY, "sk-wrong-logged-0123456789", *TENANT_KEYS.values()]
+    leaked = [
+        (f.name, k) for f in logs.rglob("*") if f.is_file() for k in secrets if k.encode() in f.read_bytes()
+    ]
+    assert not leaked
+
+
 def test_no_keys_configured_means_open(serve_url, gptoss_app):
     r = httpx.post(f"{serve_url}/gptoss/v1/chat/completions", json={"model": BASE, "messages": HI, "max_tokens": 4},
                    timeout=120)
@@ -110,6 +125,7 @@ def test_metrics_by_adapter_after_traffic(url, refs):
     assert _chat(url, a, f"{BASE}:terse").status_code == 404
     wanted = {
         "ray_serve_app_requests_total": ['adapter="pirate"', 'status="200"'],
+        "ray_serve_app_requests_total{": ['adapter=""', 'status="200"', 'model="gpt-oss-20b"'],
         "ray_serve_app_prompt_tokens_total": ['adapter="pirate"'],
         "ray_serve_app_completion_tokens_total": ['adapter="pirate"'],
         "ray_serve_app_time_to_first_token_seconds_bucket": ['adapter="pirate"'],

@@ -44,6 +44,7 @@ def _with(path: str, value) -> dict:
         ("replica.max_ongoing_requests", 0, "max_ongoing_requests"),
         ("router.extra", True, "extra"),
         ("router.retry_after_s", -1, "retry_after_s"),
+        ("router", {"num_replicas": 2, "autoscaling": {"max_replicas": 2}}, "num_replicas"),
         ("router.cors_allow_origins", ["example.com"], "cors_allow_origins"),
         ("replica.max_queued_requests", -1, "max_queued_requests"),
         ("replica.autoscaling.target_ongoing_requests", 1000, "target_ongoing_requests"),
@@ -64,21 +65,49 @@ def test_model_is_required():
     assert "model" in str(err.value)
 
 
+def _deployments(app) -> dict:
+    """The deployments of a built application graph, by name."""
+    from ray.serve import Application
+
+    found, todo = {}, [app]
+    while todo:
+        d = todo.pop()._bound_deployment
+        found[d.name] = d
+        todo += [a for a in d.init_args if isinstance(a, Application)]
+    return found
+
+
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_every_config_file_builds(path):
     from serve_app.app import build_app
 
     cfg = load_config_file(path)
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
-    assert build_app(args) is not None
-    opts = replica_options(cfg)
-    assert len(opts["placement_group_bundles"]) == cfg.engine.tensor_parallel_size
-    assert opts["ray_actor_options"]["num_cpus"] == opts["placement_group_bundles"][0]["CPU"]
-    assert router_options(cfg)["ray_actor_options"]["num_cpus"] == 0
-    assert router_options(cfg)["max_ongoing_requests"] >= 1000  # Serve's default (5) would queue streams at the proxy
+    deployments = _deployments(build_app(args))
+    assert set(deployments) == {"Router", "LLMReplica"} | ({"AdapterManager"} if cfg.lora.enabled else set())
+    replica, router = deployments["LLMReplica"], deployments["Router"]
+    bundles = replica._replica_config.placement_group_bundles
+    assert len(bundles) == cfg.engine.tensor_parallel_size
+    assert sum(b.get("GPU", 0) for b in bundles) == (cfg.engine.tensor_parallel_size if cfg.engine.device == "gpu" else 0)
+    assert replica.ray_actor_options["num_cpus"] == bundles[0]["CPU"]
+    scaling = replica._deployment_config.autoscaling_config
+    assert (scaling.min_replicas, scaling.max_replicas) == (
+        cfg.replica.autoscaling.min_replicas, cfg.replica.autoscaling.max_replicas)
+    assert scaling.target_ongoing_requests == cfg.replica.autoscaling.target_ongoing_requests
+    assert replica.max_ongoing_requests == cfg.replica.max_ongoing_requests
     # Bounded queues (429 beyond them) and time for running streams on shutdown.
-    assert 0 <= opts["max_queued_requests"] and 0 <= router_options(cfg)["max_queued_requests"]
-    assert opts["graceful_shutdown_timeout_s"] >= 60
+    assert 0 <= replica.max_queued_requests == cfg.replica.max_queued_requests
+    assert replica._deployment_config.graceful_shutdown_timeout_s >= 60
+    assert router.ray_actor_options["num_cpus"] == 0
+    assert router.max_ongoing_requests >= 1000  # Serve's default (5) would queue streams at the proxy
+    assert router.max_queued_requests >= 0
+
+
+def test_routers_autoscale_when_asked():
+    cfg = AppConfig.model_validate(_with("router.autoscaling", {"min_replicas": 1, "max_replicas": 3}))
+    opts = router_options(cfg)
+    assert "num_replicas" not in opts and opts["autoscaling_config"]["max_replicas"] == 3
+    assert router_options(AppConfig.model_validate(DEV))["num_replicas"] == 1
 
 
 @pytest.mark.parametrize("device, tp", [("gpu", 1), ("gpu", 2), ("cpu", 2)])
