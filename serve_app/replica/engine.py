@@ -27,6 +27,11 @@ logger = logging.getLogger(__name__)
 
 def engine_args(cfg: AppConfig) -> AsyncEngineArgs:
     """AsyncEngineArgs from the typed config."""
+    return AsyncEngineArgs(**engine_kwargs(cfg))
+
+
+def engine_kwargs(cfg: AppConfig) -> dict:
+    """vLLM engine arguments from the typed config (also the flags `make bench` gives vLLM's server)."""
     e, m, lora = cfg.engine, cfg.model, cfg.lora
     kwargs: dict = dict(
         model=m.resolved_path(),
@@ -60,7 +65,7 @@ def engine_args(cfg: AppConfig) -> AsyncEngineArgs:
             max_lora_rank=lora.max_lora_rank,
             max_cpu_loras=lora.adapters_per_replica,
         )
-    return AsyncEngineArgs(**kwargs)
+    return kwargs
 
 
 def sampling_params(opts: SamplingOptions) -> SamplingParams:

@@ -10,14 +10,19 @@ calls invalidate the view at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from dataclasses import dataclass
 from typing import Any
 
-from serve_app.protocol.errors import ModelNotFound
+from serve_app.protocol.errors import EngineUnavailable, ModelNotFound
 from serve_app.router.auth import ANONYMOUS, Principal
 
 SEPARATOR = ":"
+# A registry check slower than this serves the last view instead of holding requests.
+MANAGER_TIMEOUT_S = 2.0
+
+logger = logging.getLogger("ray.serve")
 
 
 @dataclass(frozen=True)
@@ -46,12 +51,23 @@ class AdapterView:
         if time.monotonic() - self._checked > self._refresh_s:
             async with self._lock:
                 if time.monotonic() - self._checked > self._refresh_s:
-                    version = await self._manager.version.remote()
-                    if version != self._version:
-                        view = await self._manager.view.remote()
-                        self._version, self._adapters = view["version"], view["adapters"]
-                    self._checked = time.monotonic()
+                    await self._refresh()
         return self._adapters
+
+    async def _refresh(self) -> None:
+        try:
+            version = await asyncio.wait_for(self._manager.version.remote(), MANAGER_TIMEOUT_S)
+            if version != self._version:
+                view = await asyncio.wait_for(self._manager.view.remote(), MANAGER_TIMEOUT_S)
+                self._version, self._adapters = view["version"], view["adapters"]
+        except Exception as e:
+            # The manager restarting (or gone): keep serving the adapters we
+            # know are ready, and ask again next time.
+            if self._version is None:
+                logger.warning("adapter registry unavailable: %r", e)
+                raise EngineUnavailable("The adapter registry is unavailable; retry shortly.") from None
+            logger.warning("adapter registry unavailable, serving its last view: %r", e)
+        self._checked = time.monotonic()
 
 
 class ModelResolver:

@@ -24,6 +24,11 @@ DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
 pytestmark = pytest.mark.integration
 
 
+def pytest_collection_modifyitems(items):
+    """Fault tests kill the dev app's actors: run them after everything else."""
+    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

@@ -226,3 +226,52 @@ def test_sse_error_after_first_token_is_in_band_then_done(service):
     assert out[2] == {"error": {"message": "replica died", "type": "service_unavailable", "param": None,
                                 "code": "engine_unavailable"}}
     assert out[3:] == ["[DONE]"] and closed == [True]
+
+
+class _Call:
+    def __init__(self, fn):
+        self._fn = fn
+
+    async def remote(self):
+        return self._fn()
+
+
+class _FlakyManager:
+    """Answers like the manager's handle until ``down``; then fails like a dead actor."""
+
+    def __init__(self):
+        self.down = False
+        self.version = _Call(self._version)
+        self.view = _Call(self._view)
+
+    def _check(self):
+        if self.down:
+            raise RuntimeError("actor died")
+
+    def _version(self):
+        self._check()
+        return 1
+
+    def _view(self):
+        self._check()
+        return {"version": 1, "adapters": {"pirate": {"ref": "pirate@abc", "created": 0}}}
+
+
+def test_adapter_view_outlives_a_manager_restart():
+    import asyncio
+
+    from serve_app.protocol.errors import EngineUnavailable
+    from serve_app.router.models import AdapterView
+
+    async def go():
+        manager = _FlakyManager()
+        view = AdapterView(manager, refresh_s=0.0)
+        manager.down = True
+        with pytest.raises(EngineUnavailable):  # never seen the registry: cannot answer
+            await view.adapters()
+        manager.down = False
+        assert "pirate" in await view.adapters()
+        manager.down = True
+        assert "pirate" in await view.adapters()  # the last view, while the manager is away
+
+    asyncio.run(go())
