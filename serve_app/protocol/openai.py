@@ -122,7 +122,8 @@ class ChatCompletionRequest(WireModel):
     presence_penalty: float = Field(0.0, ge=-2, le=2)
     frequency_penalty: float = Field(0.0, ge=-2, le=2)
     stop: str | list[str] | None = None
-    seed: int | None = None
+    # int64, as OpenAI's API and the engine's generators take it.
+    seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[Tool] | None = None
@@ -134,7 +135,7 @@ class ChatCompletionRequest(WireModel):
     top_logprobs: int | None = Field(None, ge=0, le=20)
     user: str | None = None
     # vLLM's extensions, for clients written against `vllm serve`.
-    top_k: int | None = Field(None, ge=-1)
+    top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
     ignore_eos: bool = False
 
     @model_validator(mode="after")

@@ -185,7 +185,8 @@ class ChatService:
             top_p=max(d.top_p if r.top_p is None else r.top_p, 1e-6),  # vLLM refuses 0
             top_k=-1 if top_k == 0 else top_k,
             # n choices with one seed would be n copies of one answer.
-            seed=None if r.seed is None else r.seed + index,
+            # Wrapped so that seed + index stays an int64.
+            seed=None if r.seed is None else (r.seed + index + 2**63) % 2**64 - 2**63,
             presence_penalty=r.presence_penalty,
             frequency_penalty=r.frequency_penalty,
             # ignore_eos asks for exactly max_tokens (benchmarks): the end of

@@ -77,7 +77,7 @@ def cases(seed: int = 0, per_kind: int = 24) -> list[tuple[str, bytes, str]]:
             [{"content": "no role"}],
             [{"role": "user"}],
             [{"role": "tool", "content": "no id"}],
-            [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {"name": "f"}}]}],
+            [{"role": "assistant", "tool_calls": [{"type": "function", "function": {"name": "f", "arguments": "{}"}}]}],
             [],
             ["just a string"],
         ])

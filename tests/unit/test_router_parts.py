@@ -275,3 +275,19 @@ def test_adapter_view_outlives_a_manager_restart():
         assert "pirate" in await view.adapters()  # the last view, while the manager is away
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize(
+    "field, value", [("seed", 10**30), ("seed", -(2**63) - 1), ("top_k", 2**63)], ids=["seed-big", "seed-neg", "top_k"]
+)
+def test_numbers_beyond_what_the_engine_takes_are_400(service, field, value):
+    # Found by the hostile-input volume test: seed 10**30 reached the engine and failed there (503).
+    with pytest.raises(InvalidRequest) as e:
+        _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, field: value})
+    assert e.value.param == field
+
+
+def test_seeds_of_n_choices_stay_int64(service):
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 3, "seed": 2**63 - 2})
+    seeds = [service._sampling(run, i).seed for i in range(3)]
+    assert len(set(seeds)) == 3 and all(-(2**63) <= s < 2**63 for s in seeds)
