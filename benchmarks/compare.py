@@ -228,10 +228,8 @@ def main() -> None:
         )
 
     levels = [lv for name in ("vllm", "ours") if name in results for lv in results[name][0]]
-    print(loadgen.table(levels))
-    print("\n| target | peak RSS sum MiB | peak PSS sum MiB |\n|---|---:|---:|")
-    for name, (_, mem) in results.items():
-        print(f"| {name} | {mem['peak_rss_mib']} | {mem['peak_pss_mib']} |")
+    # Memory is per server (its whole process tree over the run), repeated on its rows.
+    print(loadgen.table(levels, {name: mem for name, (_, mem) in results.items()}))
     if args.json:
         Path(args.json).write_text(json.dumps(
             {"levels": [asdict(lv) for lv in levels], "memory": {k: v[1] for k, v in results.items()}}, indent=1))

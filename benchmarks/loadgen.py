@@ -213,11 +213,14 @@ COLUMNS = ["target", "mix", "concurrency", "requests", "errors", "tok_s", "ttft_
            "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms", "e2e_p99_ms"]
 
 
-def table(levels: list[Level]) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+def table(levels: list[Level], extra: dict[str, dict] | None = None) -> str:
+    """A markdown table of the levels; ``extra`` adds per-target columns (e.g. memory)."""
+    extra = extra or {}
+    more = sorted({k for cols in extra.values() for k in cols})
+    lines = ["| " + " | ".join(COLUMNS + more) + " |", "|" + "---|" * len(COLUMNS + more)]
     for lv in levels:
-        row = asdict(lv)
-        lines.append("| " + " | ".join(str(row[c]) for c in COLUMNS) + " |")
+        row = {**asdict(lv), **extra.get(lv.target, {})}
+        lines.append("| " + " | ".join(str(row.get(c, "")) for c in COLUMNS + more) + " |")
     return "\n".join(lines)
 
 
