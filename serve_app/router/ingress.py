@@ -20,6 +20,7 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 
 from serve_app.config import AppConfig
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
+from serve_app.metrics import RequestMetrics
 from serve_app.protocol.errors import (
     EngineUnavailable,
     InternalError,
@@ -32,7 +33,6 @@ from serve_app.protocol.errors import (
 )
 from serve_app.router import sse
 from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
-from serve_app.metrics import RequestMetrics
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
 from serve_app.router.auth import KeyRing, Principal
 from serve_app.router.cors import Cors
