@@ -15,11 +15,11 @@ adapters), ``skewed`` (80% to the first adapter, the rest spread over the others
 ``--adapter-model`` says how a server names an adapter (this project:
 ``{base}:{adapter}``; vLLM's ``--lora-modules``: ``{adapter}``).
 
-Per request: TTFT (to the first chunk that carries generated tokens: any
-delta but the role-only opening chunk; vLLM sends one per token, with empty
-text for special tokens, this project sends text only, so its first chunk
-comes a few header tokens later), inter-token latency ((last - first token
-chunk) / (completion tokens - 1), tokens from the usage chunk), end-to-end latency. Per level: p50/p99 of each,
+Per request: TTFT (to the first chunk with choices, the role chunk included:
+the definition of vLLM's own ``vllm bench serve``; vLLM and this project both
+send that chunk once the engine's first token is out), inter-token latency
+((last - first chunk) / (completion tokens - 1), tokens from the usage chunk),
+end-to-end latency. Per level: p50/p99 of each,
 output tokens/s (all completion tokens over the level's wall time), errors.
 """
 
@@ -116,15 +116,12 @@ async def one(client, url: str, model: str, tokens: int, headers: dict) -> Sampl
                     continue
                 if chunk.get("usage"):
                     s.tokens = chunk["usage"].get("completion_tokens", 0)
-                for c in chunk.get("choices", []):
-                    # A chunk carries generated tokens unless it only opens the
-                    # message (the role chunk): vLLM sends one per token, empty
-                    # text for special tokens; this project only sends text.
-                    d = c.get("delta") or {}
-                    text = d.get("content") or d.get("reasoning_content") or d.get("reasoning") or d.get("tool_calls")
-                    if text or ("role" not in d and (d or c.get("finish_reason"))):
-                        last = time.perf_counter()
-                        first = first or last
+                if chunk.get("choices"):
+                    # TTFT as vLLM's own `vllm bench serve` counts it: the first
+                    # chunk with choices, the role chunk included (both servers
+                    # send it when the engine's first token is out).
+                    last = time.perf_counter()
+                    first = first or last
     except Exception as e:  # a benchmark counts failures instead of stopping on them
         s.error = type(e).__name__
     s.e2e_s = time.perf_counter() - t0

@@ -215,7 +215,7 @@ class ChatService:
         stop = run.request.stop
         stops = StopMatcher([stop] if isinstance(stop, str) else stop or [])
         parser = CompletionParser()
-        done = False
+        done = started = False
         first_s = last_s = None
         tokens = 0
         gen = self._handle(run.ref.ref).generate.remote(req)
@@ -238,8 +238,12 @@ class ChatService:
                     event.logprobs = logprobs
                     yield event
                     return
-                if delta or logprobs:
+                if delta or logprobs or not started:
+                    # The first chunk goes out even when it holds only Harmony
+                    # headers: the client's stream opens (role chunk) when the
+                    # engine's first token does, as vLLM's own server does.
                     yield ChoiceEvent(index, delta, completion_tokens=chunk.completion_tokens, logprobs=logprobs)
+                started = True
             raise EngineUnavailable("The model replica ended the stream early; retry the request.")
         finally:
             if not done:
