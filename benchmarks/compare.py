@@ -149,17 +149,35 @@ def _wait_ready(url: str, proc: subprocess.Popen, want: set[str], timeout_s: flo
 
 
 def _stop(proc: subprocess.Popen) -> None:
-    """End the server's whole process group: only what this script started."""
+    """End the server's whole process tree: only what this script started.
+
+    SIGINT first, so that ``serve run`` shuts Serve and its local Ray down.
+    A shell runs background jobs with SIGINT ignored, and Ray actors and
+    engine processes leave the process group (their own sessions), so whatever
+    of the tree seen before the stop is still alive after it gets SIGKILL.
+    """
+    import psutil
+
+    try:
+        tree = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        tree = []
     if proc.poll() is None:
         os.killpg(proc.pid, signal.SIGINT)
         try:
-            proc.wait(timeout=90)
+            proc.wait(timeout=60)
         except subprocess.TimeoutExpired:
             pass
     try:
         os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
+    for p in tree:
+        try:
+            p.kill()
+        except psutil.Error:
+            pass
+    psutil.wait_procs(tree, timeout=10)
 
 
 def run_target(name, cmd, env, url, want, template, args, log_path: Path) -> tuple[list, dict]:
@@ -191,6 +209,9 @@ def main() -> None:
     p.add_argument("--only", choices=["vllm", "ours"], help="run one side (no ratios)")
     p.add_argument("--json")
     args = p.parse_args()
+    # Run from a script's background job, SIGINT arrives ignored and the
+    # servers would inherit that: give them (and us) the default handling back.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
     from serve_app.config import AppConfig
 

@@ -88,7 +88,7 @@ def models_for(mix: str, base: str, adapters: list[str], template: str, n: int, 
     raise ValueError(f"unknown mix {mix!r}")
 
 
-async def one(client, url: str, model: str, tokens: int, headers: dict) -> Sample:
+async def one(session, url: str, model: str, tokens: int, headers: dict) -> Sample:
     body = {
         "model": model,
         "messages": MESSAGES,
@@ -102,12 +102,13 @@ async def one(client, url: str, model: str, tokens: int, headers: dict) -> Sampl
     t0 = time.perf_counter()
     first = last = None
     try:
-        async with client.stream("POST", f"{url}/v1/chat/completions", json=body, headers=headers) as r:
-            if r.status_code != 200:
-                s.error = f"http {r.status_code}"
-                await r.aread()
+        async with session.post(f"{url}/v1/chat/completions", json=body, headers=headers) as r:
+            if r.status != 200:
+                s.error = f"http {r.status}"
+                await r.read()
                 return s
-            async for line in r.aiter_lines():
+            async for raw in r.content:
+                line = raw.decode().strip()
                 if not line.startswith("data: ") or line == "data: [DONE]":
                     continue
                 chunk = json.loads(line[6:])
@@ -134,7 +135,7 @@ async def one(client, url: str, model: str, tokens: int, headers: dict) -> Sampl
     return s
 
 
-async def run_level(client, url, models: list[str], concurrency: int, tokens: int, headers: dict, bar=None):
+async def run_level(session, url, models: list[str], concurrency: int, tokens: int, headers: dict, bar=None):
     queue: asyncio.Queue = asyncio.Queue()
     for m in models:
         queue.put_nowait(m)
@@ -143,7 +144,7 @@ async def run_level(client, url, models: list[str], concurrency: int, tokens: in
     async def worker():
         while not queue.empty():
             m = queue.get_nowait()
-            samples.append(await one(client, url, m, tokens, headers))
+            samples.append(await one(session, url, m, tokens, headers))
             if bar is not None:
                 bar.update(1)
 
@@ -183,7 +184,7 @@ async def sweep(
     target: str = "target",
     progress: bool = True,
 ) -> list[Level]:
-    import httpx
+    import aiohttp
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     plan = [(mix, c, requests or max(4 * c, 16)) for mix in mixes for c in concurrencies]
@@ -193,12 +194,16 @@ async def sweep(
 
         bar = tqdm(total=sum(n for _, _, n in plan), desc=target, unit="req", file=sys.stderr)
     levels = []
-    limits = httpx.Limits(max_connections=max(concurrencies) + 8)
-    async with httpx.AsyncClient(timeout=600, limits=limits) as client:
+    # aiohttp, as vLLM's own benchmark uses: httpx's connection pool was seen
+    # to hold requests on reused keep-alive connections for seconds (against
+    # both servers), which measured the client, not the server.
+    connector = aiohttp.TCPConnector(limit=max(concurrencies) + 8)
+    timeout = aiohttp.ClientTimeout(total=600)
+    async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         for mix, c, n in plan:
             warm = models_for(mix, base, adapters, template, len(adapters) + c)
-            await run_level(client, url, sorted(set(warm)) + warm[: c], c, tokens, headers)
-            samples, wall = await run_level(client, url, models_for(mix, base, adapters, template, n), c, tokens,
+            await run_level(session, url, sorted(set(warm)) + warm[: c], c, tokens, headers)
+            samples, wall = await run_level(session, url, models_for(mix, base, adapters, template, n), c, tokens,
                                             headers, bar)
             levels.append(summarize(target, mix, c, samples, wall))
     if bar is not None:
