@@ -291,3 +291,66 @@ def test_seeds_of_n_choices_stay_int64(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 3, "seed": 2**63 - 2})
     seeds = [service._sampling(run, i).seed for i in range(3)]
     assert len(set(seeds)) == 3 and all(-(2**63) <= s < 2**63 for s in seeds)
+
+
+class _ReplicaStream:
+    """A replica's streamed reply: yields the chunks and counts how many were taken."""
+
+    def __init__(self, chunks):
+        self._chunks = list(chunks)
+        self.taken = 0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        if self.taken == len(self._chunks):
+            raise StopAsyncIteration
+        self.taken += 1
+        return self._chunks[self.taken - 1]
+
+    def cancel(self):
+        pass
+
+
+class _ReplicaHandle:
+    def __init__(self, stream):
+        self.stream = stream
+        self.generate = self
+
+    def options(self, **_):
+        return self
+
+    def remote(self, _request):
+        return self.stream
+
+
+def test_the_stream_opens_on_the_engines_first_token(service):
+    """Harmony headers carry no text, yet the first event (and so the 200 and
+    the role chunk) goes out with them, not 3-4 decode steps later."""
+    from serve_app.harmony.encoding import harmony_encoding
+    from serve_app.protocol.engine import TokenChunk
+    from serve_app.router.chat import ChatService
+
+    enc = harmony_encoding()
+    headers = enc.encode("<|channel|>analysis<|message|>", allowed_special="all")
+    text = enc.encode("Paris", allowed_special="all")
+    stream = _ReplicaStream([
+        TokenChunk(token_ids=headers[:1], completion_tokens=1),
+        TokenChunk(token_ids=headers[1:], completion_tokens=len(headers)),
+        TokenChunk(token_ids=text, completion_tokens=len(headers) + len(text), finish_reason="length"),
+    ])
+    chat = ChatService(service._cfg, _ReplicaHandle(stream), service._resolver)
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
+
+    async def go():
+        events = chat.events(run)
+        first = await anext(events)
+        taken_for_first = stream.taken
+        rest = [e async for e in events]
+        return first, taken_for_first, rest
+
+    first, taken_for_first, rest = asyncio.run(go())
+    assert taken_for_first == 1 and not first.delta and first.finish_reason is None
+    # Later header-only chunks stay silent; the text and the finish follow.
+    assert len(rest) == 1 and rest[0].delta.reasoning == "Paris" and rest[0].finish_reason == "length"
