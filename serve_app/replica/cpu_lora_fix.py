@@ -70,5 +70,11 @@ def register() -> None:
     """vLLM general-plugin entry point; active only on the CPU platform."""
     from vllm.platforms import current_platform
 
-    if current_platform.is_cpu() and apply():
+    if not current_platform.is_cpu():
+        return
+    if apply():
         logger.info("serve_app: masked no-LoRA rows in vLLM's CPU LoRA ops (vllm PR #48421/#49656)")
+    from serve_app.replica import cpu_moe_lora
+
+    if cpu_moe_lora.apply():
+        logger.info("serve_app: MoE LoRA runs in torch on CPU (vLLM's fused-MoE LoRA kernel is Triton-only)")
