@@ -18,46 +18,14 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from serve_app.adapters.lora_targets import REFUSED, BaseShapes, check_target_parameters, expected_tensor
 from serve_app.protocol.errors import InvalidAdapter
+
+__all__ = ["AdapterSpec", "BaseShapes", "check_name", "validate_adapter"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter_model.safetensors"
-_TENSOR_RE = re.compile(r"\.(?P<module>[a-z_]+)\.lora_(?P<ab>[AB])\.weight$")
-
-
-@dataclass(frozen=True)
-class BaseShapes:
-    """(in_features, out_features) of each projection LoRA may target."""
-
-    modules: dict[str, tuple[int, int]]
-
-    @classmethod
-    def from_model_dir(cls, model_dir: str | Path) -> BaseShapes:
-        """From a checkpoint folder's ``config.json``, or a hub id's (downloaded)."""
-        local = Path(model_dir) / "config.json"
-        if local.is_file():
-            cfg = json.loads(local.read_text())
-        else:
-            from huggingface_hub import hf_hub_download
-
-            cfg = json.loads(Path(hf_hub_download(str(model_dir), "config.json")).read_text())
-        hidden = cfg["hidden_size"]
-        head_dim = cfg.get("head_dim") or hidden // cfg["num_attention_heads"]
-        q = cfg["num_attention_heads"] * head_dim
-        kv = cfg.get("num_key_value_heads", cfg["num_attention_heads"]) * head_dim
-        inter = cfg.get("intermediate_size", 0)
-        return cls(
-            {
-                "q_proj": (hidden, q),
-                "k_proj": (hidden, kv),
-                "v_proj": (hidden, kv),
-                "o_proj": (q, hidden),
-                "gate_proj": (hidden, inter),
-                "up_proj": (hidden, inter),
-                "down_proj": (inter, hidden),
-            }
-        )
 
 
 @dataclass(frozen=True)
@@ -133,14 +101,25 @@ def validate_adapter(
         raise InvalidAdapter(f"adapter {name!r}: rank r must be a positive integer")
     if rank > max_rank:
         raise InvalidAdapter(f"adapter {name!r}: rank {rank} exceeds the engine's max_lora_rank {max_rank}")
-    targets = cfg.get("target_modules")
+    _check_features(cfg, name)
+    targets = cfg.get("target_modules") or []
     if isinstance(targets, str):
         targets = [targets]
-    if not targets or not all(isinstance(t, str) for t in targets):
-        raise InvalidAdapter(f"adapter {name!r}: target_modules must be a non-empty list")
-    unsupported = sorted(set(targets) - set(shapes.modules))
-    if unsupported:
-        raise InvalidAdapter(f"adapter {name!r}: unsupported target modules {unsupported}")
+    params = cfg.get("target_parameters") or []
+    if not isinstance(targets, list) or not all(isinstance(t, str) for t in targets):
+        raise InvalidAdapter(f"adapter {name!r}: target_modules must be a list of module names", param="target_modules")
+    if not isinstance(params, list) or not all(isinstance(p, str) for p in params):
+        raise InvalidAdapter(f"adapter {name!r}: target_parameters must be a list of names", param="target_parameters")
+    if not targets and not params:
+        raise InvalidAdapter(f"adapter {name!r}: target_modules must be a non-empty list", param="target_modules")
+    for t in targets:
+        if t not in shapes.modules:
+            why = REFUSED.get(t, "the engine has no LoRA layer for it on this base model")
+            raise InvalidAdapter(f"adapter {name!r}: unsupported target module {t!r}: {why}", param="target_modules")
+    try:
+        params = list(check_target_parameters(params, shapes))
+    except ValueError as e:
+        raise InvalidAdapter(f"adapter {name!r}: {e}", param="target_parameters") from None
     _peft_config(path, name)
     weights = path / WEIGHTS_FILE
     if not weights.is_file():
@@ -151,14 +130,63 @@ def validate_adapter(
     header = _read_header(weights)
     if not header:
         raise InvalidAdapter(f"adapter {name!r} has no tensors")
-    for key, shape in header.items():
-        m = _TENSOR_RE.search(key)
-        if not m or m["module"] not in targets:
-            raise InvalidAdapter(f"adapter {name!r}: unexpected tensor {key!r}")
-        fan_in, fan_out = shapes.modules[m["module"]]
-        want = (rank, fan_in) if m["ab"] == "A" else (fan_out, rank)
-        if shape != want:
-            raise InvalidAdapter(f"adapter {name!r}: tensor {key!r} has shape {list(shape)}, expected {list(want)}")
+    _check_tensors(header, name, shapes, set(targets), tuple(params), rank)
     return AdapterSpec(
-        name, str(path), rank, float(alpha), tuple(sorted(targets)), size, str(cfg.get("base_model_name_or_path") or "")
+        name, str(path), rank, float(alpha), tuple(sorted(targets)) + tuple(params), size, str(cfg.get("base_model_name_or_path") or "")
     )
+
+
+def _check_features(cfg: dict, name: str) -> None:
+    """Config fields vLLM refuses (its PEFTHelper._validate_features), refused here first."""
+    refusals = [
+        ("use_dora", bool(cfg.get("use_dora")), REFUSED["dora"]),
+        ("lora_bias", bool(cfg.get("lora_bias")), REFUSED["bias"]),
+        ("bias", cfg.get("bias", "none") != "none", REFUSED["bias"]),
+        ("modules_to_save", bool(cfg.get("modules_to_save")), REFUSED["modules_to_save"]),
+        ("rank_pattern", bool(cfg.get("rank_pattern")), REFUSED["rank_pattern"]),
+        ("alpha_pattern", bool(cfg.get("alpha_pattern")), REFUSED["rank_pattern"]),
+        ("alora_invocation_tokens", bool(cfg.get("alora_invocation_tokens")), "vLLM does not support aLoRA"),
+        ("layer_replication", bool(cfg.get("layer_replication")), "vLLM does not support layer_replication"),
+        ("use_bdlora", bool(cfg.get("use_bdlora")), "vLLM does not support BD-LoRA"),
+        ("use_qalora", bool(cfg.get("use_qalora")), "vLLM does not support QALoRA"),
+        ("init_lora_weights", not _init_supported(cfg.get("init_lora_weights", True)),
+         "inits such as PiSSA, OLoRA, CorDA and LoftQ change the base weights; vLLM refuses them"),
+    ]
+    for fname, bad, why in refusals:
+        if bad:
+            raise InvalidAdapter(f"adapter {name!r}: {fname}={cfg.get(fname)!r} cannot be served: {why}", param=fname)
+
+
+def _init_supported(init) -> bool:
+    return not isinstance(init, str) or init.lower() in ("gaussian", "eva", "orthogonal", "mica", "lora_ga")
+
+
+def _check_tensors(
+    header: dict[str, tuple[int, ...]], name: str, shapes: BaseShapes, targets: set[str], params: tuple[str, ...],
+    rank: int,
+) -> None:
+    """Every tensor is one vLLM loads, with the right shape, in pairs (A and B; both expert weights)."""
+    seen: dict[tuple[int, str], set[str]] = {}
+    for key, shape in header.items():
+        try:
+            rule = expected_tensor(key, shapes, targets, params, rank)
+        except ValueError as e:
+            raise InvalidAdapter(f"adapter {name!r}: unexpected tensor {key!r}: {e}") from None
+        if shapes.num_layers and rule.layer >= shapes.num_layers:
+            raise InvalidAdapter(
+                f"adapter {name!r}: tensor {key!r} is for layer {rule.layer}; the base model has {shapes.num_layers}"
+            )
+        if shape != rule.shape:
+            raise InvalidAdapter(
+                f"adapter {name!r}: tensor {key!r} has shape {list(shape)}, expected {list(rule.shape)}"
+            )
+        seen.setdefault((rule.layer, rule.kind), set()).add(rule.ab)
+    for (layer, kind), parts in sorted(seen.items()):
+        if parts != {"A", "B"}:
+            raise InvalidAdapter(f"adapter {name!r}: layer {layer} {kind} has lora_{''.join(parts)} without its pair")
+    for layer in {layer for layer, kind in seen if kind in params}:
+        missing = [p for p in params if (layer, p) not in seen]
+        if missing:
+            raise InvalidAdapter(
+                f"adapter {name!r}: layer {layer} has expert LoRA without {missing[0]}: {REFUSED['single expert parameter']}"
+            )
