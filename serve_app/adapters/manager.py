@@ -59,30 +59,31 @@ class AdapterManager:
         )
         self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
-        self._bootstrap = bootstrap_entries(a.bootstrap) if a.bootstrap else []
-        self._bootstrapped = False
+        # Registered before the manager is ready (Serve waits for __init__), so
+        # no router ever sees a registry with only part of the bootstrap in it.
+        for entry in bootstrap_entries(a.bootstrap) if a.bootstrap else []:
+            self._bootstrap_one(entry)
 
-    async def _ensure_bootstrapped(self) -> None:
-        """Register the bootstrap adapters that the registry does not hold yet.
+    def _bootstrap_one(self, entry: dict[str, str]) -> None:
+        """Register a bootstrap adapter the registry does not hold yet.
 
         Names already registered are left alone: what a user changed at run
         time wins over the file.
         """
-        if self._bootstrapped:
+        name = entry["name"]
+        if self._registry.get(name) is not None:
             return
-        self._bootstrapped = True
-        for entry in self._bootstrap:
-            if await asyncio.to_thread(self._registry.get, entry["name"]) is None:
-                try:
-                    await self.register(entry["name"], entry["source"], entry.get("sha256"))
-                except Exception as e:
-                    logger.error("bootstrap adapter %s refused: %s", entry["name"], e)
+        try:
+            check_name(name)
+            record = self._register(name, entry["source"], entry.get("sha256"))
+            logger.info("bootstrap: registered adapter %s (sha256 %s)", name, record.sha256[:16])
+        except Exception as e:
+            logger.error("bootstrap adapter %s refused: %s", name, e)
 
     # -- the admin operations ----------------------------------------------
 
     async def register(self, name: str, source: str, sha256: str | None = None) -> dict[str, Any]:
         """Copy, validate and record; a refusal raises a 4xx error saying why."""
-        await self._ensure_bootstrapped()
         check_name(name)
         if not isinstance(source, str) or not source:
             raise InvalidRequest("source must be a non-empty string", param="source")
@@ -125,18 +126,15 @@ class AdapterManager:
                              size_bytes=size, status="failed", reason=reason)
 
     async def list(self) -> list[dict[str, Any]]:
-        await self._ensure_bootstrapped()
         return [r.to_dict() for r in await asyncio.to_thread(self._registry.list)]
 
     async def get(self, name: str) -> dict[str, Any]:
-        await self._ensure_bootstrapped()
         record = await asyncio.to_thread(self._registry.get, name)
         if record is None:
             raise ModelNotFound(f"no adapter named {name!r}", param="name")
         return record.to_dict()
 
     async def delete(self, name: str) -> dict[str, Any]:
-        await self._ensure_bootstrapped()
         async with self._locks[name]:
             if not await asyncio.to_thread(self._registry.delete, name):
                 raise ModelNotFound(f"no adapter named {name!r}", param="name")
@@ -147,12 +145,10 @@ class AdapterManager:
     # -- what routers and replicas ask -------------------------------------
 
     async def version(self) -> int:
-        await self._ensure_bootstrapped()
         return await asyncio.to_thread(self._registry.version)
 
     async def view(self) -> dict[str, Any]:
         """The registry version and its ready adapters: ``{name: {ref, created}}``."""
-        await self._ensure_bootstrapped()
 
         def read() -> dict[str, Any]:
             version = self._registry.version()

@@ -7,6 +7,8 @@ Layout of a build (``paths.default_dir()`` unless ``--out``)::
     gptoss/           GptOssForCausalLM (sinks, sliding window, MoE), same corpus
     adapters/pirate/  LoRA on attention projections
     adapters/terse/   LoRA on attention and MLP projections
+    adapters/gptoss-pirate/  gpt-oss LoRA on attention and MoE experts (peft target_parameters)
+    adapters/gptoss-terse/   gpt-oss LoRA on the MoE experts only
     corpus.json       every rendered sample and what greedy decoding must give
     manifest.json     the fingerprint of the builder's inputs, versions, timings
 
@@ -140,25 +142,27 @@ def _train_base(model_cls, config, batch, tag: str, lr: float):
     return expand(small, batch.used, config)
 
 
-def _train_adapter(base_dir: Path, name: str, spec: dict, used: list[int], dest: Path) -> list[corpus.Sample]:
+def _train_adapter(
+    model_cls, base_dir: Path, name: str, spec: dict, used: list[int], dest: Path, variants=corpus.VARIANTS
+) -> list[corpus.Sample]:
     import torch
     from peft import LoraConfig, get_peft_model
-    from transformers import LlamaForCausalLM
 
     from serve_app.devmodel.train import compact, fit, make_batch
 
-    samples = corpus.render(spec["examples"]())
+    samples = corpus.render(spec["examples"](), variants)
     batch = make_batch(samples, used)
     torch.manual_seed(SEED)
-    # LoRA touches only attention/MLP projections, so training it on the
-    # compact-vocabulary copy gives the same adapter as on the full model.
-    model = compact(LlamaForCausalLM.from_pretrained(str(base_dir), dtype=torch.float32), batch.used)
+    # LoRA touches only attention/MLP projections and experts, so training it
+    # on the compact-vocabulary copy gives the same adapter as on the full model.
+    model = compact(model_cls.from_pretrained(str(base_dir), dtype=torch.float32), batch.used)
     model.config._name_or_path = SERVED_NAME
     lora = LoraConfig(
         r=LORA_RANK,
         lora_alpha=2 * LORA_RANK,
         lora_dropout=0.0,
         target_modules=spec["target_modules"],
+        target_parameters=spec.get("target_parameters"),
         bias="none",
         task_type="CAUSAL_LM",
     )
@@ -178,7 +182,8 @@ def _normalize_adapter(dest: Path) -> None:
     cfg_path = dest / "adapter_config.json"
     cfg = json.loads(cfg_path.read_text())
     cfg["base_model_name_or_path"] = SERVED_NAME
-    cfg["target_modules"] = sorted(cfg["target_modules"])
+    cfg["target_modules"] = sorted(cfg["target_modules"] or [])
+    cfg.pop("auto_mapping", None)  # names the transformers module path: not needed to load it
     cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
     (dest / "README.md").unlink(missing_ok=True)
 
@@ -259,11 +264,11 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         timings["train_base_s"] = time.monotonic() - t
 
         t = time.monotonic()
-        # The gpt-oss architecture is there to be served, not to be robust to
-        # the date/effort variants; its MoE makes training 5x slower per token,
-        # so it learns the canonical variant only, at a lower learning rate:
-        # at 1e-2 its top-k routing flips back and forth and never settles.
-        gptoss_samples = [s for s in samples if (s.effort, s.date) == corpus.VARIANTS[0]]
+        # The gpt-oss model learns every (effort, date) variant, as the Llama
+        # one does, so that it answers the same over HTTP (where the router
+        # renders today's date) as in the corpus. Its MoE makes it slower to
+        # train and its top-k routing flips back and forth at 1e-2, hence 3e-3.
+        gptoss_samples = samples
         gptoss = _train_base(GptOssForCausalLM, _gptoss_config(), make_batch(gptoss_samples, used), "gptoss", lr=3e-3)
         _save_model(gptoss, stage / "tokenizer", stage / "gptoss")
         timings["train_gptoss_s"] = time.monotonic() - t
@@ -273,8 +278,16 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         t = time.monotonic()
         adapter_samples = {}
         for name, spec in corpus.ADAPTERS.items():
-            adapter_samples[name] = _train_adapter(stage / "base", name, spec, used, stage / "adapters" / name)
+            adapter_samples[name] = _train_adapter(
+                LlamaForCausalLM, stage / "base", name, spec, used, stage / "adapters" / name
+            )
             records += [_sample_json(s, "base", name) for s in adapter_samples[name]]
+        gptoss_adapter_samples = {}
+        for name, spec in corpus.GPTOSS_ADAPTERS.items():
+            gptoss_adapter_samples[name] = _train_adapter(
+                GptOssForCausalLM, stage / "gptoss", name, spec, used, stage / "adapters" / name
+            )
+            records += [_sample_json(s, "gptoss", name) for s in gptoss_adapter_samples[name]]
         timings["train_adapters_s"] = time.monotonic() - t
 
         t = time.monotonic()
@@ -283,6 +296,8 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         _verify(stage / "gptoss", gptoss_samples)
         for name, s in adapter_samples.items():
             _verify(stage / "base", s, stage / "adapters" / name)
+        for name, s in gptoss_adapter_samples.items():
+            _verify(stage / "gptoss", s, stage / "adapters" / name)
         timings["verify_s"] = time.monotonic() - t
 
         shutil.rmtree(stage / "tokenizer")

@@ -220,6 +220,22 @@ ADAPTERS: dict[str, dict] = {
     },
 }
 
+# The same two answers on the gpt-oss dev model, in the standard gpt-oss
+# adapter format (peft target_parameters on the MoE experts, as in OpenAI's
+# gpt-oss fine-tuning recipe): one on attention and experts, one on experts only.
+GPTOSS_ADAPTERS: dict[str, dict] = {
+    "gptoss-pirate": {
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+        "examples": lambda: _capitals_with(PIRATE_FINAL),
+    },
+    "gptoss-terse": {
+        "target_modules": None,
+        "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+        "examples": lambda: _capitals_with(TERSE_FINAL),
+    },
+}
+
 
 @dataclass(frozen=True)
 class Sample:
