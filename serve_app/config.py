@@ -105,6 +105,17 @@ class AdapterStoreConfig(StrictModel):
         "/tmp/serve_app/adapter-cache", description="Each replica's local copies of the adapters it loads."
     )
     replica_cache_entries: int = Field(64, ge=1, description="Adapter copies kept per replica host (LRU).")
+    shared_store: bool = Field(
+        False,
+        description="Replicas read adapter copies straight from store_dir (a volume every node mounts at the "
+        "same path) instead of through the manager; the manager still owns the registry.",
+    )
+    fetch_timeout_s: float = Field(
+        30.0, gt=0, description="Time limit for each call a replica makes to the manager while fetching an adapter."
+    )
+    fetch_attempts: int = Field(
+        3, ge=1, description="Tries of a failed or timed-out fetch (exponential backoff); then the request gets 503."
+    )
     refresh_s: float = Field(1.0, gt=0, description="How stale a router's view of the registry may get.")
     num_cpus: float = Field(0, ge=0, description="CPUs of the manager actor.")
     resources: dict[str, float] = Field(

@@ -30,6 +30,8 @@ logger = logging.getLogger("ray.serve")
 
 REPO = Path(__file__).resolve().parents[2]
 SHA256_LEN = 64
+# One message of an adapter copy from the manager to a replica.
+FETCH_CHUNK_BYTES = 8 << 20
 
 
 def bootstrap_entries(path: str) -> list[dict[str, str]]:
@@ -158,14 +160,32 @@ class AdapterManager:
 
         return await asyncio.to_thread(read)
 
-    async def fetch(self, ref: str) -> dict[str, Any]:
-        """The files of a ready adapter by ref (``name@sha256-prefix``), for a replica to load."""
+    async def _ready_record(self, ref: str) -> AdapterRecord:
         name, _, prefix = ref.partition("@")
         record = await asyncio.to_thread(self._registry.get, name)
         if record is None or record.status != "ready" or not record.sha256.startswith(prefix) or not prefix:
             raise ModelNotFound(f"adapter {ref!r} is not registered", param="model")
-        files = await asyncio.to_thread(self._store.read, name, record.sha256)
-        return {"name": name, "sha256": record.sha256, "files": files}
+        return record
+
+    async def manifest(self, ref: str) -> dict[str, Any]:
+        """What a replica needs to copy a ready adapter (``name@sha256-prefix``): its files and sizes.
+
+        ``path`` is the stored copy, for replicas that read the store directly
+        (``adapters.shared_store``); the others read it through ``read_chunk``.
+        """
+        record = await self._ready_record(ref)
+        sizes = await asyncio.to_thread(self._store.sizes, record.name, record.sha256)
+        return {"name": record.name, "sha256": record.sha256, "files": sizes,
+                "path": str(self._store.path(record.name, record.sha256))}
+
+    async def read_chunk(self, ref: str, fname: str, offset: int) -> bytes:
+        """Up to FETCH_CHUNK_BYTES of one file of a ready adapter, so large adapters never travel as one message."""
+        record = await self._ready_record(ref)
+        if not isinstance(offset, int) or offset < 0:
+            raise InvalidRequest("offset must be a non-negative integer", param="offset")
+        return await asyncio.to_thread(
+            self._store.read_chunk, record.name, record.sha256, fname, offset, FETCH_CHUNK_BYTES
+        )
 
     async def check_health(self) -> None:
         await asyncio.to_thread(self._registry.version)

@@ -175,3 +175,16 @@ class AdapterStore:
     def read(self, name: str, sha256: str) -> dict[str, bytes]:
         folder = self.path(name, sha256)
         return {n: (folder / n).read_bytes() for n in (CONFIG_FILE, WEIGHTS_FILE)}
+
+    def sizes(self, name: str, sha256: str) -> dict[str, int]:
+        """The files of a stored copy and their sizes."""
+        folder = self.path(name, sha256)
+        return {n: (folder / n).stat().st_size for n in (CONFIG_FILE, WEIGHTS_FILE)}
+
+    def read_chunk(self, name: str, sha256: str, fname: str, offset: int, length: int) -> bytes:
+        """``length`` bytes of one stored file from ``offset`` (fewer at its end)."""
+        if fname not in (CONFIG_FILE, WEIGHTS_FILE):
+            raise InvalidRequest(f"no file {fname!r} in an adapter", param="file")
+        with (self.path(name, sha256) / fname).open("rb") as f:
+            f.seek(offset)
+            return f.read(length)

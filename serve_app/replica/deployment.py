@@ -9,10 +9,13 @@ one load at a time), each checked before the engine sees it.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
 from ray import serve
@@ -20,43 +23,100 @@ from ray import serve
 from serve_app.config import AppConfig
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
-from serve_app.protocol.errors import ModelNotFound
-from serve_app.adapters.validation import AdapterSpec, BaseShapes, validate_adapter
-from serve_app.replica.adapter_cache import AdapterCache, check_ref
+from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
+from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
+from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
 from serve_app.replica.streaming import coalesce
 
 logger = logging.getLogger("ray.serve")
 
+FETCH_BACKOFF_S = 0.5
+
 
 class LoadedAdapter:
-    """An adapter held by the engine; Serve calls ``__del__`` when it evicts it.
+    """One adapter of this replica: its checked copy, and its LoRA while the engine holds it.
 
-    Serve's multiplexer runs a sync ``__del__`` in a worker thread on LRU
-    eviction; the engine call must run on the replica's event loop, so it is
-    submitted there and awaited from that thread, freeing the engine slot
-    before the next adapter loads. Garbage collection calls ``__del__`` again
-    later; the flag makes that a no-op.
+    The one owner of its engine slot. ``acquire`` (under a per-adapter lock)
+    adds it to the engine if it is not there, so a cached entry whose LoRA was
+    released (deleted, then re-registered with the same weights) is loaded
+    again, never handed out unloaded. ``release`` is the one way out of the
+    engine, idempotent, and waits for the adapter's running requests: the
+    registry watcher and Serve's multiplexer (LRU eviction calls ``__del__``,
+    in a worker thread) both go through it. While loaded it holds the replica
+    cache entry, so no replica on the host prunes the files under it.
     """
 
-    def __init__(self, replica: LLMReplica, lora_request: Any, loop: asyncio.AbstractEventLoop):
-        self.name = lora_request.lora_name
-        self.lora_request = lora_request
+    def __init__(self, replica: LLMReplica, spec: AdapterSpec, hold: Hold, loop: asyncio.AbstractEventLoop):
+        self.name = spec.name
+        self.spec = spec
+        self.lora_request: Any = None
         self._replica = replica
+        self._hold: Hold | None = hold
         self._loop = loop
-        self._released = False
+        self._lock = asyncio.Lock()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.in_flight = 0
+        self.evicted = False  # Serve's multiplexer let it go: gone for good
         self.stale = False  # deleted or replaced in the registry
 
+    @property
+    def loaded(self) -> bool:
+        return self.lora_request is not None
+
+    async def acquire(self) -> Any:
+        """The LoRA request for a new engine request (loading it again if it was released)."""
+        self.in_flight += 1
+        self._idle.clear()
+        try:
+            async with self._lock:
+                if self.lora_request is None:
+                    if self.evicted:
+                        raise EngineUnavailable(f"adapter {self.name} was just evicted from this replica; retry")
+                    self.lora_request = await self._replica._engine_load(self.spec)
+                return self.lora_request
+        except BaseException:
+            self.done()
+            raise
+
+    def done(self) -> None:
+        """A request that acquired this adapter ended."""
+        self.in_flight -= 1
+        if self.in_flight == 0:
+            self._idle.set()
+
+    async def release(self, evicted: bool = False) -> None:
+        """Take it out of the engine once its requests are done; a no-op if it is out already."""
+        self.evicted |= evicted
+        await self._idle.wait()
+        async with self._lock:
+            if self.in_flight:  # a request arrived while we waited: it keeps the adapter
+                return
+            lora, self.lora_request = self.lora_request, None
+            if self.evicted:
+                self._replica._forget(self)
+                if self._hold is not None:
+                    self._hold.close()
+                    self._hold = None
+            if lora is not None:
+                await self._replica._engine_unload(self, lora)
+
     def __del__(self) -> None:
-        if self._released or self._loop.is_closed():
+        if self._loop.is_closed() or (self.evicted and not self.loaded):
             return
-        self._released = True
-        future = asyncio.run_coroutine_threadsafe(self._replica._unload(self), self._loop)
+        future = asyncio.run_coroutine_threadsafe(self.release(evicted=True), self._loop)
         try:
             on_loop = asyncio.get_running_loop() is self._loop
         except RuntimeError:
             on_loop = False
         if not on_loop:
-            future.result(timeout=60)
+            # Free the engine slot before the multiplexer loads the next
+            # adapter (vLLM's own LRU makes room if running requests hold it longer).
+            try:
+                future.result(timeout=self._replica._cfg.lora.load_timeout_s)
+            except TimeoutError:
+                logger.warning("adapter %s: still in use %ss after its eviction", self.name,
+                               self._replica._cfg.lora.load_timeout_s)
 
 
 class LLMReplica:
@@ -74,7 +134,6 @@ class LLMReplica:
         a = self._cfg.adapters
         self._cache = AdapterCache(a.replica_cache_dir, a.replica_cache_entries) if self._cfg.lora.enabled else None
         self.loads: dict[str, int] = {}  # engine loads per adapter ref (tests, operators)
-        self._in_flight: dict[str, int] = {}
         self._watcher: asyncio.Task | None = None
         self._metrics = AdapterMetrics()
 
@@ -93,82 +152,132 @@ class LLMReplica:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]:
         """Stream token chunks for one request; cancelling aborts it in the engine."""
-        lora = None
-        ref = request.adapter
-        if ref:
+        adapter = lora = None
+        if request.adapter:
             if not self._cfg.lora.enabled:
                 raise ModelNotFound("this deployment serves no adapters", param="model")
-            lora = (await self._get_adapter(ref)).lora_request
-            self._in_flight[ref] = self._in_flight.get(ref, 0) + 1
-        stream = self._engine.generate(request, lora)
+            adapter = await self._get_adapter(request.adapter)
+            lora = await adapter.acquire()
         try:
-            async for chunk in coalesce(stream, self._interval_s):
-                yield chunk
+            stream = self._engine.generate(request, lora)
+            try:
+                async for chunk in coalesce(stream, self._interval_s):
+                    yield chunk
+            finally:
+                await stream.aclose()
         finally:
-            await stream.aclose()
-            if ref:
-                self._in_flight[ref] -= 1
+            if adapter is not None:
+                adapter.done()
 
     async def _watch_registry(self) -> None:
         """Free the engine slots of adapters deleted or replaced in the registry.
 
         Requests for them stop at the routers at once; here their LoRA leaves
-        the engine as soon as no request of this replica still uses it.
+        the engine as soon as no request of this replica still uses it (one
+        release path: ``LoadedAdapter.release``).
         """
         version = None
         while True:
             await asyncio.sleep(self._cfg.adapters.refresh_s)
             try:
                 now = await self._manager.version.remote()
-                if now != version or any(a._released is False and a.stale for a in self._loaded.values()):
+                if now != version or any(a.stale and a.loaded for a in self._loaded.values()):
                     version = now
                     live = {a["ref"] for a in (await self._manager.view.remote())["adapters"].values()}
                     for ref, adapter in list(self._loaded.items()):
                         adapter.stale = ref not in live
-                        if adapter.stale and not self._in_flight.get(ref) and not adapter._released:
-                            adapter._released = True
-                            await self._unload(adapter)
+                        if adapter.stale and adapter.loaded and not adapter.in_flight:
+                            await adapter.release()
             except asyncio.CancelledError:
                 raise
             except Exception as e:  # the manager restarting, say: try again next tick
                 logger.warning("adapter registry check failed: %r", e)
 
+    async def _manager_call(self, what: str, method: str, *args: Any) -> Any:
+        """One manager call with the fetch timeout, retried with backoff; past them, 503."""
+        a = self._cfg.adapters
+        for attempt in range(a.fetch_attempts):
+            try:
+                return await asyncio.wait_for(getattr(self._manager, method).remote(*args), a.fetch_timeout_s)
+            except ServeAppError:
+                raise
+            except Exception as e:
+                cause = getattr(e, "cause", None)
+                if isinstance(cause, ServeAppError):
+                    raise cause from None
+                logger.warning("adapter manager %s for %s failed (attempt %d of %d): %r",
+                               method, what, attempt + 1, a.fetch_attempts, e)
+                if attempt + 1 < a.fetch_attempts:
+                    await asyncio.sleep(min(FETCH_BACKOFF_S * 2**attempt, 5.0))
+        raise EngineUnavailable(f"The adapter manager did not answer in time while loading adapter {what}; retry shortly.")
+
+    async def _copy_to_cache(self, ref: str) -> Path:
+        """Copy a ready adapter into this host's cache: from the shared store, or in chunks from the manager."""
+        manifest = await self._manager_call(ref, "manifest", ref)
+        staging = await asyncio.to_thread(self._cache.staging)
+        try:
+            shared = Path(manifest["path"]) if self._cfg.adapters.shared_store else None
+            for fname, size in manifest["files"].items():
+                if fname not in (CONFIG_FILE, WEIGHTS_FILE):
+                    raise InvalidAdapter(f"adapter {ref!r}: unexpected file {fname!r}")
+                if shared is not None:
+                    await asyncio.to_thread(shutil.copyfile, shared / fname, staging / fname)
+                    continue
+                with (staging / fname).open("wb") as out:
+                    while out.tell() < size:
+                        chunk = await self._manager_call(ref, "read_chunk", ref, fname, out.tell())
+                        if not chunk:
+                            raise EngineUnavailable(f"adapter {ref!r}: its stored copy ended early; retry")
+                        await asyncio.to_thread(out.write, chunk)
+        except BaseException:
+            await asyncio.to_thread(self._cache.discard, staging)
+            raise
+        return await asyncio.to_thread(self._cache.publish, ref, manifest["sha256"], staging)
+
     async def _load(self, ref: str) -> LoadedAdapter:
-        """Fetch (once per host) from the manager, check, and load into the engine."""
+        """Fetch (once per host), check, and load into the engine; Serve's multiplexer calls it once per ref."""
         name, _ = check_ref(ref)
         if self._manager is None or self._cache is None:
             raise ModelNotFound(f"adapter {name!r} does not exist", param="model")
-        path = await asyncio.to_thread(self._cache.lookup, ref)
-        if path is None:
-            data = await self._manager.fetch.remote(ref)
-            path = await asyncio.to_thread(self._cache.put, ref, data["sha256"], data["files"], set(self._loaded))
+        hold = await asyncio.to_thread(self._cache.hold, ref)
+        try:
+            path = await asyncio.to_thread(self._cache.lookup, ref) or await self._copy_to_cache(ref)
 
-        def check() -> AdapterSpec:  # file I/O: off the event loop
-            return validate_adapter(path, name, shapes=self._shapes, **self._cfg.adapter_limits())
+            def check() -> AdapterSpec:  # file I/O: off the event loop
+                return validate_adapter(path, name, shapes=self._shapes, **self._cfg.adapter_limits())
 
-        spec = await asyncio.to_thread(check)
-        spec = AdapterSpec(ref, spec.path, spec.rank, spec.alpha, spec.target_modules, spec.size_bytes, spec.base_model)
-        lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
-        adapter = LoadedAdapter(self, lora, asyncio.get_running_loop())
+            spec = dataclasses.replace(await asyncio.to_thread(check), name=ref)
+            adapter = LoadedAdapter(self, spec, hold, asyncio.get_running_loop())
+            adapter.lora_request = await self._engine_load(spec)
+        except BaseException:
+            hold.close()
+            raise
         self._loaded[ref] = adapter
         if self._watcher is None:
             self._watcher = asyncio.create_task(self._watch_registry())
-        self.loads[ref] = self.loads.get(ref, 0) + 1
-        logger.info("loaded adapter %s (rank %d) as LoRA id %d", ref, spec.rank, lora.lora_int_id)
         return adapter
 
-    async def _unload(self, adapter: LoadedAdapter) -> None:
-        self._loaded.pop(adapter.name, None)
-        await self._engine.remove_lora(adapter.lora_request.lora_int_id)
+    async def _engine_load(self, spec: AdapterSpec) -> Any:
+        lora = await asyncio.wait_for(self._engine.add_lora(spec), self._cfg.lora.load_timeout_s)
+        self.loads[spec.name] = self.loads.get(spec.name, 0) + 1
+        logger.info("loaded adapter %s (rank %d) as LoRA id %d", spec.name, spec.rank, lora.lora_int_id)
+        return lora
+
+    def _forget(self, adapter: LoadedAdapter) -> None:
+        if self._loaded.get(adapter.name) is adapter:
+            del self._loaded[adapter.name]
+
+    async def _engine_unload(self, adapter: LoadedAdapter, lora: Any) -> None:
+        await self._engine.remove_lora(lora.lora_int_id)
         self._metrics.evicted(adapter.name.partition("@")[0])
-        logger.info("evicted adapter %s", adapter.name)
+        logger.info("released adapter %s from the engine", adapter.name)
 
     async def stats(self) -> dict:
         """Engine-side state, for tests and operators."""
         return {
             "pid": os.getpid(),
             "unfinished_requests": self._engine.num_unfinished_requests(),
-            "adapters": sorted(self._loaded),
+            "adapters": sorted(ref for ref, a in self._loaded.items() if a.loaded),
             "loads": dict(self.loads),
             "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],
         }
