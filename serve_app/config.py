@@ -53,6 +53,12 @@ class EngineConfig(StrictModel):
     max_num_batched_tokens: int | None = Field(None, ge=16, description="Token budget per engine step.")
     enable_prefix_caching: bool = Field(True, description="Reuse KV blocks of shared prompt prefixes.")
     enforce_eager: bool = Field(False, description="Skip graph capture/compilation (fast start).")
+    moe_backend: str = Field(
+        "auto",
+        pattern=r"^[a-z0-9_]+$",
+        description="vLLM's --moe-backend. With LoRA on gpt-oss's MXFP4 experts only LoRA-capable kernels "
+        "qualify (vLLM 0.32: marlin; its fused-MoE LoRA path needs a kernel with LoRAExpertsMixin).",
+    )
     seed: int = Field(0, description="Engine seed.")
 
 

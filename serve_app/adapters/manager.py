@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import shutil
 from collections import defaultdict
 from pathlib import Path
@@ -186,6 +187,10 @@ class AdapterManager:
         return await asyncio.to_thread(
             self._store.read_chunk, record.name, record.sha256, fname, offset, FETCH_CHUNK_BYTES
         )
+
+    async def stats(self) -> dict[str, Any]:
+        """For tests and operators."""
+        return {"pid": os.getpid(), "version": await asyncio.to_thread(self._registry.version)}
 
     async def check_health(self) -> None:
         await asyncio.to_thread(self._registry.version)

@@ -49,6 +49,8 @@ def engine_kwargs(cfg: AppConfig) -> dict:
         enable_log_requests=False,
         disable_log_stats=True,
     )
+    if e.moe_backend != "auto":
+        kwargs["moe_backend"] = e.moe_backend
     if e.device == "gpu":
         kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
         # Workers go into the replica's placement-group bundles, one GPU each.

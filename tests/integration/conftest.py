@@ -71,6 +71,9 @@ TENANT_ADAPTERS = {"tenant-a": ["pirate"], "tenant-b": ["terse", "pirate-*"]}
 AUTH = {"Authorization": f"Bearer {API_KEY}"}
 # The gptoss app's replica bounds: small, so that the overload test can exceed them.
 GPTOSS_ONGOING, GPTOSS_QUEUED = 8, 8
+GPTOSS_FETCH_TIMEOUT_S = 3.0
+# Names the gpt-oss app registers -> the dev-model adapter folders.
+GPTOSS_DEV_ADAPTERS = {"pirate": "gptoss-pirate", "terse": "gptoss-terse"}
 
 
 @pytest.fixture(scope="session")
@@ -208,17 +211,64 @@ def refs(llama_app, serve_session) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def gptoss_app(serve_session):
+def peft_reference(devmodel_dir, tmp_path_factory) -> dict:
+    """gpt-oss adapters made with peft now, and transformers + peft greedy outputs (own process)."""
+    out = tmp_path_factory.mktemp("peft-made")
+    subprocess.run(
+        [sys.executable, str(REPO / "tests/integration/peft_reference.py"), str(devmodel_dir / "gptoss"), str(out)],
+        check=True,
+        timeout=600,
+    )
+    return {"dir": out, **json.loads((out / "reference.json").read_text())}
+
+
+@pytest.fixture(scope="session")
+def gptoss_adapters_root(devmodel_dir, peft_reference, tmp_path_factory) -> Path:
+    """The gpt-oss dev adapters, the peft-made ones, and gpt-oss adapters vLLM cannot serve."""
+    from tests.integration import malformed
+
+    root = tmp_path_factory.mktemp("gptoss-adapters")
+    for name in GPTOSS_DEV_ADAPTERS.values():
+        shutil.copytree(devmodel_dir / "adapters" / name, root / name)
+    for name in ("attn", "full"):
+        shutil.copytree(peft_reference["dir"] / name, root / name)
+    # The same weights as pirate under another name: a cold adapter for the fetch-timeout test.
+    shutil.copytree(devmodel_dir / "adapters" / "gptoss-pirate", root / "cold")
+    cfg = json.loads((devmodel_dir / "gptoss" / "config.json").read_text())
+    malformed.populate_gptoss(root, devmodel_dir / "adapters" / "gptoss-pirate", cfg["hidden_size"],
+                              cfg["num_local_experts"])
+    return root
+
+
+@pytest.fixture(scope="session")
+def gptoss_app(serve_session, gptoss_adapters_root, tmp_path_factory):
+    """The gpt-oss dev model with LoRA on and its two adapters registered."""
     from serve_app.app import build_app
 
     args = dev_args()
     args["model"]["path"] = "devmodel:gptoss"
-    args["lora"] = {"enabled": False}
+    args["adapters"] = {
+        "store_dir": str(tmp_path_factory.mktemp("gptoss-store")),
+        "replica_cache_dir": str(tmp_path_factory.mktemp("gptoss-cache")),
+        "source_roots": [str(gptoss_adapters_root)],
+        "refresh_s": 0.2,
+        "fetch_timeout_s": GPTOSS_FETCH_TIMEOUT_S,
+        "fetch_attempts": 2,
+    }
     # No keys configured: open, like `vllm serve` without --api-key.
     args["replica"].update(max_ongoing_requests=GPTOSS_ONGOING, max_queued_requests=GPTOSS_QUEUED)
     args["replica"]["autoscaling"]["target_ongoing_requests"] = GPTOSS_ONGOING
     serve_session.run(build_app(args), name="gptoss", route_prefix="/gptoss")
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
+    for name, folder in GPTOSS_DEV_ADAPTERS.items():
+        manager.register.remote(name, str(gptoss_adapters_root / folder)).result()
     return serve_session.get_deployment_handle("LLMReplica", app_name="gptoss")
+
+
+@pytest.fixture(scope="session")
+def gptoss_refs(gptoss_app, serve_session) -> dict[str, str]:
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
+    return {name: a["ref"] for name, a in manager.view.remote().result()["adapters"].items()}
 
 
 @pytest.fixture(scope="session")

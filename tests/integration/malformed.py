@@ -62,3 +62,40 @@ def populate(root: Path, good: Path, outside: Path) -> None:
     # A valid adapter outside the root, reachable only through a symlink.
     shutil.copytree(good, outside / "pirate-copy")
     (root / "escape").symlink_to(outside / "pirate-copy", target_is_directory=True)
+
+
+# gpt-oss adapters (from a good attention+experts one) that vLLM cannot serve -> what the 422 must say
+GPTOSS_REFUSED = {
+    "oss-router": "router",
+    "oss-lm-head": "lm_head",
+    "oss-gate-up-only": "gate_up_proj + down_proj",
+    "oss-reversed": "wrong weights",
+    "oss-dora": "DoRA",
+    "oss-bias": "bias",
+}
+
+
+def populate_gptoss(root: Path, good: Path, hidden: int, experts: int) -> None:
+    def clone(name: str, **config) -> tuple[Path, dict]:
+        dest = root / name
+        shutil.copytree(good, dest)
+        cfg = json.loads((dest / "adapter_config.json").read_text()) | config
+        (dest / "adapter_config.json").write_text(json.dumps(cfg))
+        return dest, load_file(dest / "adapter_model.safetensors")
+
+    rank = json.loads((good / "adapter_config.json").read_text())["r"]
+    d, t = clone("oss-router")
+    t["base_model.model.model.layers.0.mlp.router.lora_A.weight"] = np.zeros((rank, hidden), np.float32)
+    t["base_model.model.model.layers.0.mlp.router.lora_B.weight"] = np.zeros((experts, rank), np.float32)
+    save_file(t, d / "adapter_model.safetensors")
+
+    d, t = clone("oss-lm-head")
+    t["base_model.model.lm_head.lora_A.weight"] = np.zeros((rank, hidden), np.float32)
+    save_file(t, d / "adapter_model.safetensors")
+
+    d, t = clone("oss-gate-up-only", target_parameters=["mlp.experts.gate_up_proj"])
+    save_file({k: v for k, v in t.items() if "experts.lora_" not in k}, d / "adapter_model.safetensors")
+
+    clone("oss-reversed", target_parameters=["mlp.experts.down_proj", "mlp.experts.gate_up_proj"])
+    clone("oss-dora", use_dora=True)
+    clone("oss-bias", bias="lora_only")

@@ -112,17 +112,11 @@ def test_adapters_beyond_slots_are_evicted_lru(llama_app, refs, corpus):
 
 
 def test_gptoss_architecture_served(gptoss_app, corpus):
-    recs = [r for r in corpus if r["model"] == "gptoss"]
+    recs = [r for r in corpus if r["model"] == "gptoss" and r["adapter"] is None]
     # Within the app's small bounds (set for the overload test): beyond them Serve refuses.
     got = _run_all(gptoss_app, [_request(r["prompt"]) for r in recs], window=GPTOSS_ONGOING)
     wrong = [r["id"] for r, ids in zip(recs, got) if ids != r["target"]]
     assert not wrong
-
-
-def test_gptoss_refuses_adapters(gptoss_app, refs, corpus):
-    rec = next(r for r in corpus if r["model"] == "gptoss")
-    with pytest.raises(ModelNotFound):
-        _collect(_start(gptoss_app, _request(rec["prompt"], refs["pirate"])))
 
 
 def _wait_idle(handle, timeout_s: float = 15.0) -> dict:
