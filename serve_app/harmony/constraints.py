@@ -22,7 +22,10 @@ from collections.abc import Sequence
 from typing import Any
 
 _ANY_TEXT = {"type": "any_text"}
-_END = ["<|end|>", ""]
+# The final message ends where the grammar does: the stop token (<|return|>)
+# follows. Accepting "<|end|>" here let the model spell it in plain-text
+# tokens, which then reached the client's content.
+_END = [""]
 # Most whitespace between JSON tokens: a small model left free pads forever.
 _MAX_JSON_WHITESPACE = 1
 # Both spellings of the content type the model may write after the recipient.
