@@ -40,10 +40,10 @@ class LoadedAdapter:
     adds it to the engine if it is not there, so a cached entry whose LoRA was
     released (deleted, then re-registered with the same weights) is loaded
     again, never handed out unloaded. ``release`` is the one way out of the
-    engine, idempotent, and waits for the adapter's running requests: the
-    registry watcher and Serve's multiplexer (LRU eviction calls ``__del__``,
-    in a worker thread) both go through it. While loaded it holds the replica
-    cache entry, so no replica on the host prunes the files under it.
+    engine, idempotent: the registry watcher and Serve's multiplexer (LRU
+    eviction calls ``__del__``, in a worker thread) both go through it. While
+    loaded or in use it holds the replica cache entry, so no replica on the
+    host prunes the files under it.
     """
 
     def __init__(self, replica: LLMReplica, spec: AdapterSpec, hold: Hold, loop: asyncio.AbstractEventLoop):
@@ -71,8 +71,8 @@ class LoadedAdapter:
         try:
             async with self._lock:
                 if self.lora_request is None:
-                    if self.evicted:
-                        raise EngineUnavailable(f"adapter {self.name} was just evicted from this replica; retry")
+                    # Released by the watcher, or evicted between the multiplexer
+                    # handing it out and now: load it again for this request.
                     self.lora_request = await self._replica._engine_load(self.spec)
                 return self.lora_request
         except BaseException:
@@ -84,22 +84,39 @@ class LoadedAdapter:
         self.in_flight -= 1
         if self.in_flight == 0:
             self._idle.set()
+            if self.evicted and self.loaded:  # reloaded after its eviction: let it go again
+                self._loop.create_task(self.release(evicted=True))
+            elif self.evicted:
+                self._close_hold()
 
     async def release(self, evicted: bool = False) -> None:
-        """Take it out of the engine once its requests are done; a no-op if it is out already."""
+        """Take it out of the engine; a no-op if it is out already.
+
+        The registry watcher's release (``evicted=False``) waits for the
+        adapter's running requests and leaves it to them if new ones came. An
+        eviction (Serve's multiplexer needs the slot) takes the LoRA out at once,
+        as vLLM tolerates: running requests carry their LoRARequest, and vLLM
+        loads it again from its path for them. The cache entry stays held until
+        the last of them ends, so that path is still there.
+        """
         self.evicted |= evicted
-        await self._idle.wait()
+        if not evicted:
+            await self._idle.wait()
         async with self._lock:
-            if self.in_flight:  # a request arrived while we waited: it keeps the adapter
+            if not evicted and self.in_flight:  # a request arrived while we waited: it keeps the adapter
                 return
             lora, self.lora_request = self.lora_request, None
             if self.evicted:
                 self._replica._forget(self)
-                if self._hold is not None:
-                    self._hold.close()
-                    self._hold = None
+                if not self.in_flight:
+                    self._close_hold()
             if lora is not None:
                 await self._replica._engine_unload(self, lora)
+
+    def _close_hold(self) -> None:
+        if self._hold is not None:
+            self._hold.close()
+            self._hold = None
 
     def __del__(self) -> None:
         if self._loop.is_closed() or (self.evicted and not self.loaded):
@@ -110,12 +127,11 @@ class LoadedAdapter:
         except RuntimeError:
             on_loop = False
         if not on_loop:
-            # Free the engine slot before the multiplexer loads the next
-            # adapter (vLLM's own LRU makes room if running requests hold it longer).
+            # Free the engine slot before the multiplexer loads the next adapter.
             try:
                 future.result(timeout=self._replica._cfg.lora.load_timeout_s)
             except TimeoutError:
-                logger.warning("adapter %s: still in use %ss after its eviction", self.name,
+                logger.warning("adapter %s: the engine did not release it within %ss", self.name,
                                self._replica._cfg.lora.load_timeout_s)
 
 

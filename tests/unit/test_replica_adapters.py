@@ -7,8 +7,6 @@ import hashlib
 import multiprocessing
 import types
 
-import pytest
-
 from serve_app.replica.adapter_cache import AdapterCache
 from serve_app.replica.deployment import LoadedAdapter
 
@@ -115,9 +113,11 @@ def test_release_is_single_and_reacquire_reloads():
         await adapter.release(evicted=True)
         await adapter.release(evicted=True)
         assert replica.unloads == [1, 2] and replica.forgotten == 2
-        with pytest.raises(Exception, match="evicted"):
-            await adapter.acquire()
-        assert adapter.in_flight == 0
+        # Handed out just before its eviction: loaded again for that request, then let go.
+        await adapter.acquire()
+        adapter.done()
+        await asyncio.sleep(0.01)
+        assert replica.loads == 3 and replica.unloads == [1, 2, 3] and not adapter.loaded
 
     asyncio.run(run())
 
@@ -133,5 +133,20 @@ def test_release_waits_for_running_requests():
         adapter.done()
         await asyncio.wait_for(release, 5)
         assert replica.unloads == [1]
+
+    asyncio.run(run())
+
+
+def test_eviction_frees_the_slot_at_once_and_keeps_the_files_until_requests_end():
+    async def run():
+        replica = FakeReplica()
+        adapter = _adapter(replica)
+        closed = FakeHold.closed
+        await adapter.acquire()  # a request is streaming
+        await asyncio.wait_for(adapter.release(evicted=True), 1)
+        assert replica.unloads == [1] and not adapter.loaded
+        assert FakeHold.closed == closed  # its files are still held for the running request
+        adapter.done()
+        assert FakeHold.closed == closed + 1
 
     asyncio.run(run())
