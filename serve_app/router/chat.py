@@ -80,13 +80,15 @@ def _engine_error(e: BaseException) -> ServeAppError:
     from ray import exceptions as ray_exc
     from ray.serve.exceptions import BackPressureError
 
+    cause = getattr(e, "cause", None)
+    if isinstance(e, ray_exc.RayTaskError) and isinstance(cause, ServeAppError):
+        # Object-ref transport: the replica's error as the cause; gRPC transport:
+        # an instance of both (``as_instanceof_cause``). The plain error either way.
+        return cause
     if isinstance(e, ServeAppError):
         return e
     if isinstance(e, BackPressureError):
         return Overloaded("The server is at capacity; retry shortly.")
-    cause = getattr(e, "cause", None)
-    if isinstance(e, ray_exc.RayTaskError) and isinstance(cause, ServeAppError):
-        return cause
     logger.warning("replica call failed: %r", e)
     if isinstance(e, (ray_exc.RayActorError, ray_exc.ActorDiedError, ray_exc.ActorUnavailableError)):
         return EngineUnavailable("The replica serving this request stopped; retry the request.")
@@ -202,7 +204,9 @@ class ChatService:
         if key not in self._handles:
             if len(self._handles) > 256:
                 self._handles.clear()
-            self._handles[key] = self._replica.options(stream=True, multiplexed_model_id=key)
+            self._handles[key] = self._replica.options(
+                stream=True, multiplexed_model_id=key, **_transport(self._cfg.router.replica_transport)
+            )
         return self._handles[key]
 
     async def _choice(self, run: ChatRun, index: int) -> AsyncIterator[ChoiceEvent]:
@@ -279,19 +283,35 @@ def _cancel(gen: Any) -> None:
         logger.debug("replica call not cancelled (it never started): %r", e)
 
 
+def _transport(kind: str) -> dict[str, Any]:
+    """Handle options for the replica transport (see ``RouterConfig.replica_transport``).
+
+    Serve's gRPC transport sends each streamed item in the gRPC stream itself,
+    where object refs go through Ray's object store and core worker. Chunks are
+    plain lists (``TokenChunk.to_wire``), which the standard pickle encodes in
+    a microsecond, without cloudpickle's per-object class checks; it also
+    carries the replica's typed errors (msgpack cannot: Serve sends an
+    exception through the same serializer, and a 422 became a 503). The
+    request (once per stream) stays cloudpickled.
+    """
+    if kind == "grpc":
+        return {"_by_reference": False, "request_serialization": "cloudpickle", "response_serialization": "pickle"}
+    return {"_by_reference": True}
+
+
 async def _guarded(gen: Any) -> AsyncIterator[TokenChunk]:
     """Iterate a replica stream, turning transport failures into typed errors."""
     it = gen.__aiter__()
     while True:
         try:
-            chunk = await it.__anext__()
+            wire = await it.__anext__()
         except StopAsyncIteration:
             return
         except asyncio.CancelledError:
             raise
         except Exception as e:
             raise _engine_error(e) from None
-        yield chunk
+        yield TokenChunk.from_wire(wire)
 
 
 async def _merge(streams: list[AsyncIterator[ChoiceEvent]]) -> AsyncIterator[ChoiceEvent]:

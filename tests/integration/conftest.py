@@ -18,6 +18,16 @@ from pathlib import Path
 import pytest
 import yaml
 
+# The Serve settings `make serve` runs with (see the Makefile), for every Ray
+# process this session starts (they inherit the environment): the suite tests
+# what users run; RAY_SERVE_THROUGHPUT_OPTIMIZED=0 tests Serve's defaults.
+# Not for this process: the tests call handles synchronously, which the
+# optimized mode's handles (no router thread of their own) do not allow. Serve
+# reads the setting when it is imported, so import it first.
+import ray.serve._private.constants  # noqa: E402,F401,I001
+
+os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+
 REPO = Path(__file__).resolve().parents[2]
 DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
 

@@ -7,7 +7,7 @@ import uuid
 
 import pytest
 
-from serve_app.protocol.engine import GenerateRequest, SamplingOptions
+from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import ModelNotFound
 from tests.integration.conftest import GPTOSS_ONGOING
 
@@ -28,8 +28,8 @@ def _start(handle, req: GenerateRequest):
     return handle.options(stream=True, multiplexed_model_id=req.adapter or "").generate.remote(req)
 
 
-def _collect(stream) -> tuple[list[int], list]:
-    chunks = list(stream)
+def _collect(stream) -> tuple[list[int], list[TokenChunk]]:
+    chunks = [TokenChunk.from_wire(c) for c in stream]
     return [t for c in chunks for t in c.token_ids], chunks
 
 

@@ -1,16 +1,19 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 
 from serve_app.protocol.engine import TokenChunk
-from serve_app.replica.streaming import coalesce
+from serve_app.replica.streaming import paced
 
 
-async def _source(n: int, delay: float, fail: bool = False, closed: list | None = None):
+async def _source(n: int, delay: float, fail: bool = False, closed: list | None = None, pulls: list | None = None):
     try:
         for i in range(n):
+            if pulls is not None:
+                pulls.append(time.monotonic())
             await asyncio.sleep(delay)
             yield TokenChunk(token_ids=[i], finish_reason="stop" if i == n - 1 else None, completion_tokens=i + 1)
         if fail:
@@ -20,36 +23,42 @@ async def _source(n: int, delay: float, fail: bool = False, closed: list | None 
             closed.append(True)
 
 
-def test_coalesces_but_sends_first_chunk_alone():
-    async def run():
-        return [c async for c in coalesce(_source(20, 0.001), 0.02)]
+def test_first_chunk_at_once_then_at_most_every_interval():
+    pulls: list[float] = []
 
-    chunks = asyncio.run(run())
-    assert chunks[0].token_ids == [0]
-    assert [t for c in chunks for t in c.token_ids] == list(range(20))
-    assert len(chunks) < 20
-    assert chunks[-1].finish_reason == "stop" and chunks[-1].completion_tokens == 20
+    async def run():
+        start = time.monotonic()
+        out = []
+        async for c in paced(_source(5, 0, pulls=pulls), 0.02):
+            out.append((time.monotonic() - start, c))
+        return out
+
+    out = asyncio.run(run())
+    assert out[0][0] < 0.015 and out[0][1].token_ids == [0]
+    gaps = [b - a for a, b in zip(pulls, pulls[1:])]
+    assert min(gaps) >= 0.018
+    assert out[-1][1].finish_reason == "stop" and out[-1][1].completion_tokens == 5
 
 
 def test_error_propagates_after_tokens():
     async def run():
         got = []
         with pytest.raises(RuntimeError, match="engine failed"):
-            async for c in coalesce(_source(3, 0, fail=True), 0.01):
+            async for c in paced(_source(3, 0, fail=True), 0.001):
                 got.extend(c.token_ids)
         return got
 
     assert asyncio.run(run()) == [0, 1, 2]
 
 
-def test_closing_the_stream_closes_the_source():
+@pytest.mark.parametrize("interval", [0, 0.005], ids=["unpaced", "paced"])
+def test_closing_the_stream_closes_the_source(interval):
     closed: list = []
 
     async def run():
-        gen = coalesce(_source(1000, 0.001, closed=closed), 0.005)
+        gen = paced(_source(1000, 0.001, closed=closed), interval)
         await gen.__anext__()
         await gen.aclose()
-        await asyncio.sleep(0.01)
 
     asyncio.run(run())
     assert closed == [True]
@@ -57,6 +66,14 @@ def test_closing_the_stream_closes_the_source():
 
 def test_zero_interval_passes_through():
     async def run():
-        return [c async for c in coalesce(_source(5, 0), 0)]
+        return [c async for c in paced(_source(5, 0), 0)]
 
     assert len(asyncio.run(run())) == 5
+
+
+def test_wire_form_round_trips():
+    chunk = TokenChunk([1, 2], "stop", 200012, 85, 2, [[(1, -0.5), (3, -1.0)], [(2, -0.1)]])
+    wire = chunk.to_wire()
+    assert isinstance(wire, list)
+    assert TokenChunk.from_wire(wire) == chunk
+    assert TokenChunk.from_wire(chunk) is chunk
