@@ -1,17 +1,27 @@
 """`make bench`: this project vs. vLLM's own OpenAI server, same machine, same dev model.
 
-    .venv/bin/python benchmarks/compare.py [--concurrency 1 8 32] [--output-tokens 64] [--json out.json]
+    .venv/bin/python benchmarks/compare.py [--config configs/dev-cpu-gptoss.yaml] [--concurrency 1 8 32]
+        [--output-tokens 64] [--only vllm|ours] [--ours-env KEY=VALUE ...] [--json out.json]
 
 Runs one server at a time (2 cores: they must not share the machine):
 
 1. vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``)
-   with the engine settings of ``configs/dev-cpu.yaml`` (the same
-   ``engine_kwargs``) and ``--enable-lora --lora-modules pirate=... terse=...``.
-   The dev model has no chat template of its own; vLLM gets one that yields
-   exactly the Harmony prompt this project renders for the benchmark's
-   messages, so both engines see the same prompt tokens.
-2. This project: ``serve run`` of configs/dev-cpu.yaml (on a free port, with a
-   scratch adapter store), which registers the same two adapters.
+   with the engine settings of the config (the same ``engine_kwargs``) and
+   ``--lora-modules`` for the config's bootstrap adapters. On the gpt-oss dev
+   model (the default) it runs in its gpt-oss mode, as a user would run it:
+   its own Harmony rendering and the ``openai`` tool-call and
+   ``openai_gptoss`` reasoning parsers. On the Llama-family dev model, which
+   has no chat template, it gets one that yields exactly the Harmony prompt
+   this project renders for the benchmark's messages.
+2. This project: ``serve run`` of the config (on a free port, with a scratch
+   adapter store), which registers the same adapters; ``--ours-env`` adds
+   environment variables (Ray Serve's settings, to measure one at a time).
+
+CPU per output token, by role (``benchmarks/cpu_roles.py``): each process of
+the server's tree, CPU time over each level's measured requests divided by
+the tokens they streamed. The data path is what is not the engine nor Ray's
+own control processes: for vLLM its API server process; for this project the
+HTTP ingress (Serve's proxy or haproxy), the Router and the LLMReplica actor.
 
 Each gets the same load (``benchmarks/loadgen.py``): base only and uniform over
 the two adapters, at each concurrency, streaming, output forced with
@@ -20,7 +30,9 @@ and PSS (RSS counts shared pages once per process; PSS splits them) of the
 server's whole process tree (for Serve: driver, GCS, raylet, proxy, router,
 manager, replica, engine core). The last lines are the ratios, ours / vLLM,
 one per pair: ``ratio throughput c=32 base: 0.93`` (throughput: higher is
-better for us; ttft: lower is better for us).
+better for us; ttft: lower is better for us), then ``cpu_per_token data_path:
+<ours/vllm>`` over all levels and ``cpu_per_token busiest_process_us: <N>``,
+our busiest data-path process.
 """
 
 from __future__ import annotations
@@ -42,11 +54,11 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import cpu_roles  # noqa: E402
 import loadgen  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
-DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
-ADAPTERS = ["pirate", "terse"]
+DEV_CONFIG = REPO / "configs" / "dev-cpu-gptoss.yaml"
 
 
 def _free_port() -> int:
@@ -55,8 +67,20 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _dev_args() -> dict:
-    return yaml.safe_load(DEV_CONFIG.read_text())["applications"][0]["args"]
+def _dev_args(config: Path) -> dict:
+    return yaml.safe_load(config.read_text())["applications"][0]["args"]
+
+
+def bootstrap_adapters(cfg) -> dict[str, str]:
+    """The config's bootstrap adapters: name -> directory."""
+    from serve_app.devmodel import paths
+
+    doc = yaml.safe_load((REPO / cfg.adapters.bootstrap).read_text())
+    return {a["name"]: paths.resolve(a["source"]) for a in doc["adapters"]}
+
+
+def is_gpt_oss(cfg) -> bool:
+    return json.loads((Path(cfg.model.resolved_path()) / "config.json").read_text()).get("model_type") == "gpt_oss"
 
 
 def harmony_template(cfg) -> tuple[str, int]:
@@ -72,8 +96,7 @@ def harmony_template(cfg) -> tuple[str, int]:
     return "{% raw %}" + text + "{% endraw %}", len(prompt.prompt_token_ids)
 
 
-def vllm_command(cfg, port: int, template_path: Path) -> list[str]:
-    from serve_app.devmodel import paths
+def vllm_command(cfg, port: int, template_path: Path | None) -> list[str]:
     from serve_app.replica.engine import engine_kwargs
 
     cmd = [sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--host", "127.0.0.1", "--port", str(port)]
@@ -88,8 +111,11 @@ def vllm_command(cfg, port: int, template_path: Path) -> list[str]:
                 cmd.append("--no-enable-prefix-caching")
         else:
             cmd += [flag, str(value)]
-    adapters = Path(paths.resolve("devmodel:adapters"))
-    cmd += ["--lora-modules", *[f"{a}={adapters / a}" for a in ADAPTERS], "--chat-template", str(template_path)]
+    cmd += ["--lora-modules", *[f"{name}={path}" for name, path in bootstrap_adapters(cfg).items()]]
+    if template_path is None:  # gpt-oss mode: vLLM's own Harmony rendering and parsers
+        cmd += ["--tool-call-parser", "openai", "--enable-auto-tool-choice", "--reasoning-parser", "openai_gptoss"]
+    else:
+        cmd += ["--chat-template", str(template_path)]
     return cmd
 
 
@@ -180,7 +206,7 @@ def _stop(proc: subprocess.Popen) -> None:
     psutil.wait_procs(tree, timeout=10)
 
 
-def run_target(name, cmd, env, url, want, template, args, log_path: Path) -> tuple[list, dict]:
+def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Path) -> tuple[list, dict]:
     with open(log_path, "w") as log:
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
@@ -192,21 +218,45 @@ def run_target(name, cmd, env, url, want, template, args, log_path: Path) -> tup
             print(f"{name}: ready; the benchmark prompt is {r.json()['usage']['prompt_tokens']} tokens",
                   file=sys.stderr)
             sampler = MemorySampler(proc.pid)
+            root_role = "ingress" if name == "vllm" else "ray"  # vLLM's API server / the serve run driver
+
+            def measure():
+                before = cpu_roles.snapshot(proc.pid, root_role)
+                return lambda tokens: cpu_roles.Window.between(before, cpu_roles.snapshot(proc.pid, root_role), tokens)
+
             levels = asyncio.run(
-                loadgen.sweep(url, "gpt-oss-20b", ADAPTERS, template, ["base", "uniform"], args.concurrency,
-                              args.output_tokens, args.requests, target=name)
+                loadgen.sweep(url, "gpt-oss-20b", adapters, template, ["base", "uniform"], args.concurrency,
+                              args.output_tokens, args.requests, target=name, measure=measure)
             )
             return levels, sampler.stop()
         finally:
             _stop(proc)
 
 
+def cpu_table(levels: list) -> str:
+    """CPU microseconds per output token by role, one row per server and level."""
+    cols = ["ingress", "router", "replica", "data_path", "engine", "ray"]
+    lines = ["| target | mix | c | " + " | ".join(f"{c} us/tok" for c in cols) + " | busiest data-path process |",
+             "|" + "---|" * (len(cols) + 4)]
+    for lv in levels:
+        w = lv.cpu
+        cells = [f"{w.us_per_token(c):.0f}" for c in cols[:3]] + [f"{w.data_path_us():.0f}"]
+        cells += [f"{w.us_per_token(c):.0f}" for c in cols[4:]]
+        busy = w.busiest()
+        who = f"{busy.name} {1e6 * busy.cpu_s / max(w.tokens, 1):.0f}" if busy else "-"
+        lines.append(f"| {lv.target} | {lv.mix} | {lv.concurrency} | " + " | ".join(cells) + f" | {who} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", type=Path, default=DEV_CONFIG, help="a dev config (default: the gpt-oss one)")
     p.add_argument("--concurrency", nargs="+", type=int, default=[1, 8, 32])
     p.add_argument("--output-tokens", type=int, default=64)
     p.add_argument("--requests", type=int, default=0, help="per level; default max(4 * concurrency, 16)")
     p.add_argument("--only", choices=["vllm", "ours"], help="run one side (no ratios)")
+    p.add_argument("--ours-env", nargs="*", default=[], metavar="KEY=VALUE",
+                   help="extra environment for serve run (Ray Serve settings)")
     p.add_argument("--json")
     args = p.parse_args()
     # Run from a script's background job, SIGINT arrives ignored and the
@@ -215,8 +265,9 @@ def main() -> None:
 
     from serve_app.config import AppConfig
 
-    base_args = _dev_args()
-    cfg = AppConfig.model_validate(base_args)
+    config = args.config if args.config.is_absolute() else REPO / args.config
+    cfg = AppConfig.model_validate(_dev_args(config))
+    adapters = list(bootstrap_adapters(cfg))
     env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
            "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", "")}
     env.pop("SERVE_APP_API_KEYS", None)
@@ -225,36 +276,51 @@ def main() -> None:
     results: dict[str, tuple[list, dict]] = {}
 
     if args.only in (None, "vllm"):
-        template, prompt_tokens = harmony_template(cfg)
-        (scratch / "harmony.jinja").write_text(template)
+        template_path = None
+        if not is_gpt_oss(cfg):
+            template, prompt_tokens = harmony_template(cfg)
+            template_path = scratch / "harmony.jinja"
+            template_path.write_text(template)
         port = _free_port()
-        print(f"vLLM OpenAI server on :{port} (prompt: {prompt_tokens} tokens)", file=sys.stderr)
+        print(f"vLLM OpenAI server on :{port}", file=sys.stderr)
         results["vllm"] = run_target(
-            "vllm", vllm_command(cfg, port, scratch / "harmony.jinja"), env, f"http://127.0.0.1:{port}",
-            {"gpt-oss-20b", *ADAPTERS}, "{adapter}", args, scratch / "vllm.log",
+            "vllm", vllm_command(cfg, port, template_path), env, f"http://127.0.0.1:{port}",
+            {"gpt-oss-20b", *adapters}, "{adapter}", adapters, args, scratch / "vllm.log",
         )
     if args.only in (None, "ours"):
         port = _free_port()
-        doc = yaml.safe_load(DEV_CONFIG.read_text())
+        doc = yaml.safe_load(config.read_text())
         doc["http_options"]["port"] = port
         app = doc["applications"][0]["args"]
         app["adapters"]["store_dir"] = str(scratch / "adapter-store")
         app["adapters"]["replica_cache_dir"] = str(scratch / "adapter-cache")
         (scratch / "serve.yaml").write_text(yaml.safe_dump(doc))
-        print(f"this project (serve run) on :{port}", file=sys.stderr)
+        ours_env = {**env, **dict(kv.split("=", 1) for kv in args.ours_env)}
+        print(f"this project (serve run) on :{port} {' '.join(args.ours_env)}", file=sys.stderr)
         serve = str(Path(sys.executable).parent / "serve")
         results["ours"] = run_target(
-            "ours", [serve, "run", str(scratch / "serve.yaml")], env, f"http://127.0.0.1:{port}",
-            {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in ADAPTERS)}, "{base}:{adapter}", args, scratch / "ours.log",
+            "ours", [serve, "run", str(scratch / "serve.yaml")], ours_env, f"http://127.0.0.1:{port}",
+            {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in adapters)}, "{base}:{adapter}", adapters, args,
+            scratch / "ours.log",
         )
 
     levels = [lv for name in ("vllm", "ours") if name in results for lv in results[name][0]]
     # Memory is per server (its whole process tree over the run), repeated on its rows.
     print(loadgen.table(levels, {name: mem for name, (_, mem) in results.items()}))
+    print()
+    print(cpu_table(levels))
+    merged = {name: cpu_roles.merge([lv.cpu for lv in lvs]) for name, (lvs, _) in results.items()}
     if args.json:
-        Path(args.json).write_text(json.dumps(
-            {"levels": [asdict(lv) for lv in levels], "memory": {k: v[1] for k, v in results.items()}}, indent=1))
+        out = [{**asdict(lv), "cpu": lv.cpu.summary()} for lv in levels]
+        Path(args.json).write_text(json.dumps({
+            "levels": out, "memory": {k: v[1] for k, v in results.items()},
+            "cpu": {k: w.summary() for k, w in merged.items()}, "ours_env": args.ours_env}, indent=1))
     print(f"(logs: {scratch})")
+    for name, w in merged.items():
+        busy = w.busiest()
+        print(f"cpu_per_token {name}: data path {w.data_path_us():.0f} us "
+              f"({', '.join(f'{r} {w.us_per_token(r):.0f}' for r in cpu_roles.ROLES)}); busiest "
+              f"{busy.name if busy else '-'}")
     if len(results) == 2:
         theirs = {(lv.mix, lv.concurrency): lv for lv in results["vllm"][0]}
         for lv in results["ours"][0]:
@@ -262,6 +328,12 @@ def main() -> None:
             mix = "base" if lv.mix == "base" else "adapters"
             print(f"ratio throughput c={lv.concurrency} {mix}: {lv.tok_s / ref.tok_s:.2f}")
             print(f"ratio ttft c={lv.concurrency} {mix}: {lv.ttft_p50_ms / ref.ttft_p50_ms:.2f}")
+            print(f"ratio ttft_p99 c={lv.concurrency} {mix}: {lv.ttft_p99_ms / ref.ttft_p99_ms:.2f}")
+        print(f"cpu_per_token data_path: {merged['ours'].data_path_us() / merged['vllm'].data_path_us():.2f}")
+    if "ours" in merged:
+        busy = merged["ours"].busiest()
+        print(f"cpu_per_token busiest_process_us: {1e6 * busy.cpu_s / max(merged['ours'].tokens, 1):.0f}"
+              if busy else "cpu_per_token busiest_process_us: -")
 
 
 if __name__ == "__main__":

@@ -33,6 +33,7 @@ import random
 import statistics
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 MESSAGES = [
@@ -64,6 +65,8 @@ class Level:
     itl_p99_ms: float
     e2e_p50_ms: float
     e2e_p99_ms: float
+    # With a CPU probe (compare.py): CPU per output token by role over the level.
+    cpu: dict | None = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -183,7 +186,14 @@ async def sweep(
     api_key: str | None = None,
     target: str = "target",
     progress: bool = True,
+    measure: Callable[[], Callable[[int], dict]] | None = None,
 ) -> list[Level]:
+    """Each mix at each concurrency, after a warm-up round.
+
+    ``measure()``, if given, is called as a level's measured requests start
+    and returns ``end(tokens)``, called when they are done; what it returns
+    goes into ``Level.cpu``.
+    """
     import aiohttp
 
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
@@ -203,9 +213,13 @@ async def sweep(
         for mix, c, n in plan:
             warm = models_for(mix, base, adapters, template, len(adapters) + c)
             await run_level(session, url, sorted(set(warm)) + warm[: c], c, tokens, headers)
+            end = measure() if measure is not None else None
             samples, wall = await run_level(session, url, models_for(mix, base, adapters, template, n), c, tokens,
                                             headers, bar)
-            levels.append(summarize(target, mix, c, samples, wall))
+            level = summarize(target, mix, c, samples, wall)
+            if end is not None:
+                level.cpu = end(sum(s.tokens for s in samples if s.error is None))
+            levels.append(level)
     if bar is not None:
         bar.close()
     return levels

@@ -1,0 +1,136 @@
+"""CPU time by process and role over a measured window, for CPU per output token.
+
+A server's whole process tree (``serve run`` with its local Ray, or vLLM's
+API server) is snapshotted before and after a load level; each process's
+user + system CPU over the window is charged to a role:
+
+- ``ingress``: what terminates HTTP: Serve's ProxyActor, haproxy and its
+  manager actor; vLLM's API server process (HTTP, output processing,
+  detokenizing, JSON: vLLM's whole data path).
+- ``router``: our Router replicas.
+- ``replica``: our LLMReplica actors (vLLM's AsyncLLM front end runs here:
+  its output processing is ours to count, as it is in vLLM's API server).
+- ``engine``: vLLM's EngineCore and worker processes (the same in both).
+- ``ray``: Ray's own processes (GCS, raylet, Serve controller, the adapter
+  manager, the ``serve run`` driver, dashboard agents): per second, not per
+  token, reported apart.
+
+The data path is ingress + router + replica. Processes that start during a
+window are charged from zero; ones that exit during it are lost (none should).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+DATA_PATH = ("ingress", "router", "replica")
+ROLES = (*DATA_PATH, "engine", "ray")
+
+
+def role_of(cmdline: str, is_root: bool, root_role: str) -> str:
+    """The role of one process, from its command line (Ray sets actor process titles)."""
+    if "EngineCore" in cmdline or "VLLM::Worker" in cmdline or "VllmWorker" in cmdline:
+        return "engine"
+    if "ServeReplica" in cmdline:
+        if ":Router" in cmdline:
+            return "router"
+        if ":LLMReplica" in cmdline:
+            return "replica"
+        return "ray"  # the adapter manager: control plane
+    if "ProxyActor" in cmdline or "HAProxy" in cmdline or cmdline.split(" ", 1)[0].endswith("haproxy"):
+        return "ingress"
+    return root_role if is_root else "ray"
+
+
+@dataclass
+class Proc:
+    pid: int
+    name: str
+    role: str
+    cpu_s: float
+
+
+def _label(cmdline: str) -> str:
+    head = cmdline.split(" ", 1)[0]
+    if head.startswith("ray::") or head.startswith("VLLM::"):
+        return head
+    for word in cmdline.split():
+        if word.endswith(("gcs_server", "raylet", "haproxy")) or word.startswith("vllm.entrypoints"):
+            return word.rsplit("/", 1)[-1]
+    return head.rsplit("/", 1)[-1][:40]
+
+
+def snapshot(root_pid: int, root_role: str) -> dict[int, Proc]:
+    """CPU seconds so far of the root and every descendant, by pid."""
+    import psutil
+
+    try:
+        root = psutil.Process(root_pid)
+        procs = [root, *root.children(recursive=True)]
+    except psutil.Error:
+        return {}
+    out = {}
+    for p in procs:
+        try:
+            with p.oneshot():
+                t = p.cpu_times()
+                cmd = " ".join(p.cmdline()) or p.name()
+        except psutil.Error:
+            continue
+        out[p.pid] = Proc(p.pid, _label(cmd), role_of(cmd, p.pid == root_pid, root_role), t.user + t.system)
+    return out
+
+
+@dataclass
+class Window:
+    """CPU charged per process over one window, and the output tokens it streamed."""
+
+    tokens: int
+    procs: list[Proc] = field(default_factory=list)
+
+    @classmethod
+    def between(cls, before: dict[int, Proc], after: dict[int, Proc], tokens: int) -> Window:
+        procs = []
+        for pid, p in after.items():
+            start = before.get(pid)
+            used = p.cpu_s - (start.cpu_s if start is not None and start.name == p.name else 0.0)
+            procs.append(Proc(pid, p.name, p.role, max(used, 0.0)))
+        return cls(tokens, procs)
+
+    def us_per_token(self, role: str) -> float:
+        return 1e6 * sum(p.cpu_s for p in self.procs if p.role == role) / max(self.tokens, 1)
+
+    def data_path_us(self) -> float:
+        return sum(self.us_per_token(r) for r in DATA_PATH)
+
+    def busiest(self) -> Proc | None:
+        """The process of the data path with the most CPU (the one that caps throughput)."""
+        path = [p for p in self.procs if p.role in DATA_PATH]
+        return max(path, key=lambda p: p.cpu_s, default=None)
+
+    def summary(self) -> dict:
+        busy = self.busiest()
+        return {
+            "tokens": self.tokens,
+            **{f"{r}_us": round(self.us_per_token(r), 1) for r in ROLES},
+            "data_path_us": round(self.data_path_us(), 1),
+            "busiest": None if busy is None else busy.name,
+            "busiest_us": None if busy is None else round(1e6 * busy.cpu_s / max(self.tokens, 1), 1),
+            "processes": sorted(
+                ({"pid": p.pid, "name": p.name, "role": p.role, "cpu_s": round(p.cpu_s, 3)} for p in self.procs
+                 if p.cpu_s > 0),
+                key=lambda d: -d["cpu_s"],
+            ),
+        }
+
+
+def merge(windows: list[Window]) -> Window:
+    """Several windows of one server as one (per pid, CPU summed)."""
+    by_pid: dict[int, Proc] = {}
+    for w in windows:
+        for p in w.procs:
+            if p.pid in by_pid:
+                by_pid[p.pid].cpu_s += p.cpu_s
+            else:
+                by_pid[p.pid] = Proc(p.pid, p.name, p.role, p.cpu_s)
+    return Window(sum(w.tokens for w in windows), list(by_pid.values()))
