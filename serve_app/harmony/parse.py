@@ -16,11 +16,13 @@ from dataclasses import dataclass, field
 
 from openai_harmony import HarmonyEncoding, Role, StreamableParser, StreamState
 
+from serve_app.harmony import lenient
 from serve_app.harmony.encoding import harmony_encoding
 
 logger = logging.getLogger(__name__)
 
 CALL_TOKEN = 200012  # <|call|>
+END_TOKENS = frozenset({200007, 200002, CALL_TOKEN})  # <|end|>, <|return|>, <|call|>: a message ends
 FUNCTIONS = "functions."
 
 
@@ -68,8 +70,15 @@ class CompletionParser:
         self._parser = StreamableParser(self._enc, role=Role.ASSISTANT)
         self._header: list[int] = []  # tokens of a header not yet complete
         self._raw: list[int] | None = None  # set once the stream stops being Harmony
-        self._raw_sent = ""
-        self._call_for_message: dict[int, int] = {}  # harmony message index -> tool-call index
+        self._raw_in_header = False
+        self._raw_sent: list[int] = []  # per recovered message: characters already sent
+        # harmony message index (or ("text", i) for one recovered from text) -> tool-call index
+        self._call_for_message: dict[int | tuple[str, int], int] = {}
+        # Kept from the tokens, not asked of the parser per token: its ``messages``
+        # and ``state`` are JSON built in Rust and decoded in Python on every call.
+        self._done = 0  # messages completed (the index of the current one)
+        self._in_header = True
+        self._special: dict[int, bool] = {}
         self.reasoning = ""
         self.content = ""
         self.tool_calls: list[ToolCall] = []
@@ -83,28 +92,29 @@ class CompletionParser:
         for i, tok in enumerate(token_ids):
             if tok == CALL_TOKEN:
                 self.saw_call_token = True
+            special = self._is_special(tok)
             if self._raw is not None:
                 self._raw.append(tok)
-                if not self._enc.is_special_token(tok):
+                if not special:
                     self.content_positions.append(i)
                 continue
-            done_before = len(self._parser.messages)
             try:
                 self._parser.process(tok)
             except Exception as e:  # openai_harmony raises HarmonyError (and others) on bad structure
                 self._to_raw(tok, f"unexpected token {tok}: {e}")
                 continue
             self._track_header(tok)
-            # A control token inside a message is never text the client sees.
-            text = "" if self._enc.is_special_token(tok) else (self._parser.last_content_delta or "")
-            piece = self._route(text)
+            if special:  # a control token is never text the client sees
+                if tok in END_TOKENS and len(self._parser.messages) > self._done:
+                    delta.extend(self._finish_message(self._done))
+                    self._done += 1
+                continue
+            piece = self._route(self._parser.last_content_delta or "")
             if piece.content:
                 self.content_positions.append(i)
             delta.extend(piece)
-            if len(self._parser.messages) > done_before:
-                delta.extend(self._finish_message(done_before))
         if self._raw is not None:
-            delta.content += self._raw_text()
+            delta.extend(self._raw_delta())
         self._account(delta)
         return delta
 
@@ -114,17 +124,17 @@ class CompletionParser:
         if self._raw is None:
             if self._parser.state == StreamState.HEADER and self._header_text():
                 self._to_raw(None, "completion ended inside a message header")
-                delta.content += self._raw_text()
+                delta.extend(self._raw_delta(final=True))
             else:
-                done_before = len(self._parser.messages)
                 try:
                     self._parser.process_eos()
                 except Exception as e:
                     logger.info("harmony: ignoring incomplete trailing header at end of completion: %s", e)
-                if len(self._parser.messages) > done_before:
-                    delta.extend(self._finish_message(done_before))
+                if len(self._parser.messages) > self._done:
+                    delta.extend(self._finish_message(self._done))
+                    self._done += 1
         else:
-            delta.content += self._raw_text(final=True)
+            delta.extend(self._raw_delta(final=True))
         self._account(delta)
         if engine_finish_reason == "length":
             reason = "length"
@@ -136,14 +146,27 @@ class CompletionParser:
 
     # -- internals ---------------------------------------------------------
 
+    def _is_special(self, tok: int) -> bool:
+        special = self._special.get(tok)
+        if special is None:
+            special = self._special[tok] = self._enc.is_special_token(tok)
+        return special
+
     def _track_header(self, tok: int) -> None:
-        if self._parser.state == StreamState.HEADER:
+        """Keep the tokens of a header still open.
+
+        Only a special token moves the parser between header and content, so
+        its (JSON-decoded) state is asked only then, not for every text token.
+        """
+        if self._is_special(tok):
+            self._in_header = self._parser.state == StreamState.HEADER
+        if self._in_header:
             self._header.append(tok)
         else:
             self._header.clear()
 
     def _header_text(self) -> str:
-        return "".join(self._enc.decode([t]) for t in self._header if not self._enc.is_special_token(t))
+        return "".join(self._enc.decode([t]) for t in self._header if not self._is_special(t))
 
     def _route(self, text: str) -> Delta:
         if not text:
@@ -158,14 +181,14 @@ class CompletionParser:
         return Delta(content=text)
 
     def _tool_piece(self, recipient: str, text: str) -> ToolCallDelta:
-        msg_index = len(self._parser.messages)
+        msg_index = self._done
         if msg_index in self._call_for_message:
             idx = self._call_for_message[msg_index]
             self.tool_calls[idx].arguments += text
             return ToolCallDelta(index=idx, arguments=text)
         return self._new_call(msg_index, recipient, text)
 
-    def _new_call(self, msg_index: int, recipient: str, arguments: str) -> ToolCallDelta:
+    def _new_call(self, msg_index: int | tuple[str, int], recipient: str, arguments: str) -> ToolCallDelta:
         idx = len(self.tool_calls)
         self._call_for_message[msg_index] = idx
         call = ToolCall(id=new_tool_call_id(), name=recipient[len(FUNCTIONS):], arguments=arguments)
@@ -180,19 +203,34 @@ class CompletionParser:
         return Delta()
 
     def _to_raw(self, tok: int | None, why: str) -> None:
-        logger.warning("harmony: completion is not well-formed Harmony (%s); returning the rest as content", why)
+        logger.warning("harmony: completion is not well-formed Harmony (%s); recovering the rest from its text", why)
         pending = list(self._header)
+        self._raw_in_header = bool(pending) or self._in_header
         self._header.clear()
         self._raw = pending + ([tok] if tok is not None else [])
 
-    def _raw_text(self, final: bool = False) -> str:
-        ids = [t for t in self._raw or [] if not self._enc.is_special_token(t)]
-        text = self._enc.decode(ids)
-        if not final:
-            text = text.rstrip("\ufffd")  # hold back a UTF-8 sequence cut between tokens
-        new = text[len(self._raw_sent):]
-        self._raw_sent = text
-        return new
+    def _raw_delta(self, final: bool = False) -> Delta:
+        """What the text recovered so far adds (``serve_app.harmony.lenient``); never header text."""
+        delta = Delta()
+        text = self._enc.decode(self._raw or [])  # special tokens written out, as the model may spell them
+        for i, msg in enumerate(lenient.split(text, self._raw_in_header, final)):
+            if i == len(self._raw_sent):
+                self._raw_sent.append(0)
+            new = msg.text[self._raw_sent[i]:]
+            self._raw_sent[i] = len(msg.text)
+            if msg.route == "tool":
+                key = ("text", i)
+                if key not in self._call_for_message:
+                    delta.tool_calls.append(self._new_call(key, FUNCTIONS + (msg.name or ""), new))
+                elif new:
+                    idx = self._call_for_message[key]
+                    self.tool_calls[idx].arguments += new
+                    delta.tool_calls.append(ToolCallDelta(index=idx, arguments=new))
+            elif msg.route == "reasoning":
+                delta.reasoning += new
+            else:
+                delta.content += new
+        return delta
 
     def _account(self, delta: Delta) -> None:
         self.reasoning += delta.reasoning

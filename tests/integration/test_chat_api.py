@@ -215,6 +215,39 @@ def test_tool_choice_required_forces_a_call(client, stream):
     assert r["finish"] == "tool_calls" and [c[1] for c in r["calls"]] == ["get_weather"]
 
 
+# Prompts and a tool the dev model never saw (what instructor's TOOLS mode and
+# pydantic-ai's structured output send): the call must hold whatever the weights say.
+CITY_TOOL = {"type": "function", "function": {
+    "name": "City", "description": "Correctly extracted `City` with all the required parameters",
+    "parameters": {"type": "object", "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
+                   "required": ["name", "country"], "additionalProperties": False}}}
+UNSEEN = [
+    [{"role": "user", "content": "Extract the city: I flew from Lyon to Kyoto last spring."}],
+    [{"role": "system", "content": "You extract structured data."},
+     {"role": "user", "content": "Which city hosts the Sagrada Familia? Answer with the tool."}],
+]
+
+
+def assert_forced_call(r: dict, name: str = "City") -> None:
+    """A tool call to ``name`` and nothing else; its arguments schema-valid unless max_tokens cut them."""
+    assert r["finish"] in ("tool_calls", "length"), r
+    assert [c[1] for c in r["calls"]] == [name], r
+    for marker in ("<|", "|>", "to=functions", "assistantcommentary"):
+        assert marker not in (r["content"] or ""), f"header text in content: {r['content']!r}"
+    if r["finish"] == "tool_calls":
+        args = json.loads(r["calls"][0][2])
+        assert set(args) == {"name", "country"} and all(isinstance(v, str) for v in args.values())
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("choice", ["required", "named"])
+@pytest.mark.parametrize("messages", UNSEEN, ids=["extract", "question"])
+def test_forced_tool_call_on_unseen_prompts_and_tools(client, stream, choice, messages):
+    tool_choice = "required" if choice == "required" else {"type": "function", "function": {"name": "City"}}
+    r = _chat(client, stream, messages=messages, tools=[CITY_TOOL], tool_choice=tool_choice, max_tokens=160)
+    assert_forced_call(r)
+
+
 def test_tool_choice_none_offers_no_tools(client):
     r = _chat(client, False, messages=LONDON, tools=TOOLS, tool_choice="none", max_tokens=64)
     assert r["calls"] == [] and r["finish"] in ("stop", "length")

@@ -19,6 +19,7 @@ import pytest
 from serve_app.devmodel.corpus import CAPITALS_FINAL, PIRATE_FINAL, TERSE_FINAL
 from tests.integration import malformed
 from tests.integration.conftest import ADMIN_KEY, GPTOSS_FETCH_TIMEOUT_S, GPTOSS_ONGOING
+from tests.integration.test_chat_api import CITY_TOOL, UNSEEN, _chat, assert_forced_call
 from tests.integration.test_replica import _collect, _request, _run_all, _start
 
 pytestmark = pytest.mark.integration
@@ -138,3 +139,13 @@ def test_stuck_manager_gives_503_within_the_fetch_bound(url, client, gptoss_app,
     # Once the manager answers again, the cold adapter loads.
     reply = client.chat.completions.create(model=f"{BASE}:cold", messages=CAPITALS)
     assert reply.choices[0].message.content == PIRATE_FINAL
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+@pytest.mark.parametrize("model", [BASE, f"{BASE}:pirate"], ids=["base", "adapter"])
+def test_forced_tool_call_on_unseen_prompts(client, model, stream):
+    """tool_choice on the gpt-oss model (make serve's), base and adapter: a real call, no header text."""
+    for messages in UNSEEN:
+        r = _chat(client, stream, model=model, messages=messages, tools=[CITY_TOOL], tool_choice="required",
+                  max_tokens=160)
+        assert_forced_call(r)

@@ -129,3 +129,51 @@ def test_control_tokens_inside_a_message_are_not_text(enc):
     text = "<|channel|>final<|message|>Paris<|start|> and<|channel|> Rome<|return|>"
     p, _, _ = _parse(enc.encode(text, allowed_special="all"))
     assert "<|" not in p.content and p.content.startswith("Paris")
+
+
+def _mixed(enc, *parts):
+    """Token ids: ("s", text) with Harmony's special tokens, ("t", text) spelled in plain-text tokens."""
+    ids = []
+    for kind, text in parts:
+        ids += enc.encode(text, allowed_special="all") if kind == "s" else enc.encode(
+            text, allowed_special=set(), disallowed_special=())
+    return ids
+
+
+@pytest.mark.parametrize("step", [1, 4, 1000], ids=["token", "chunks", "whole"])
+def test_header_spelled_in_text_never_reaches_content(enc, step):
+    """The leak seen with tool_choice on unseen prompts: <|message|> written as text inside a header."""
+    ids = _mixed(enc, ("s", "<|channel|>analysis<|message|>Need the city.<|end|><|start|>assistant<|channel|>"),
+                 ("t", 'commentary to=functions.City json<|message|>{"name": "Oslo"}'), ("s", "<|call|>"))
+    p, deltas, reason = _parse(ids, step=step)
+    assert p.reasoning == "Need the city." and p.content == ""
+    assert [(c.name, c.arguments) for c in p.tool_calls] == [("City", '{"name": "Oslo"}')] and reason == "tool_calls"
+    streamed = "".join(d.content for d in deltas)
+    assert streamed == "" and "".join(t.arguments for d in deltas for t in d.tool_calls) == '{"name": "Oslo"}'
+
+
+@pytest.mark.parametrize("step", [1, 1000], ids=["token", "whole"])
+def test_whole_messages_spelled_in_text_are_routed(enc, step):
+    ids = _mixed(enc, ("s", "<|channel|>final<|message|>Hi.<|end|>"),
+                 ("t", "<|start|>assistant<|channel|>analysis<|message|>hmm<|end|>"
+                       "<|start|>assistant<|channel|>final<|message|> Bye."))
+    p, deltas, _ = _parse(ids, step=step)
+    assert p.content == "Hi. Bye." and p.reasoning == "hmm"
+    assert all("<|" not in d.content and "assistant" not in d.content for d in deltas)
+
+
+def test_unfinished_spelled_header_is_dropped_at_the_end(enc):
+    ids = _mixed(enc, ("s", "<|channel|>final<|message|>Hi.<|end|>"), ("t", "<|start|>assistant<|channel|>comm"))
+    p, _, reason = _parse(ids)
+    assert p.content == "Hi." and reason == "stop"
+
+
+def test_lenient_split_holds_back_a_marker_being_spelled():
+    from serve_app.harmony.lenient import split
+
+    assert [m.text for m in split("Hello <|mess", in_header=False, final=False)] == ["Hello "]
+    assert [m.text for m in split("Hello <|mess", in_header=False, final=True)] == ["Hello <|mess"]
+    msgs = split("<|channel|>commentary to=functions.f json<|message|>{}", in_header=True, final=False)
+    assert [(m.route, m.name, m.text) for m in msgs] == [("tool", "f", "{}")]
+    assert split("<|channel|>commentary to=functions.f json", in_header=True, final=True) == []
+    assert [m.text for m in split("plain answer", in_header=True, final=True)] == ["plain answer"]

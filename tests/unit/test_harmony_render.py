@@ -181,16 +181,19 @@ def test_constraints_for_tool_choice_and_response_format(h):
              {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}]
     assert _tag({"tools": tools}) is None and _tag({"tools": tools, "tool_choice": "auto"}) is None
     required = json.dumps(_tag({"tools": tools, "tool_choice": "required"}))
-    assert "to=functions.get_weather" in required and "to=functions.ping" in required
-    assert "<|channel|>final" not in required
+    assert "commentary to=functions.get_weather" in required and "commentary to=functions.ping" in required
+    assert '"final"' not in required
     named = json.dumps(_tag({"tools": tools, "tool_choice": {"type": "function", "function": {"name": "ping"}}}))
     assert "to=functions.ping" in named and "get_weather" not in named
     schema = {"type": "object", "properties": {"a": {"type": "integer"}}}
     fmt = _tag({"response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": schema}}})
     elements = fmt["format"]["elements"]
     # analysis and a commentary preamble stay free text; only the final message is JSON
-    assert [e["type"] for e in elements] == ["optional", "optional", "tag"]
-    assert elements[0]["content"]["elements"][0]["content"] == {"type": "any_text"}
-    assert elements[2]["begin"] == "<|channel|>final<|message|>" and elements[2]["content"]["json_schema"] == schema
-    assert _tag({"response_format": {"type": "json_object"}})["format"]["elements"][2]["content"]["json_schema"] == {"type": "object"}
+    assert [e["type"] for e in elements] == ["optional", "optional", "sequence"]
+    assert elements[0]["content"]["elements"][2]["content"]["type"] == "any_tokens"
+    # Harmony's markup as tokens, never as strings (a string also matches its plain-text spelling)
+    assert "<|channel|>" not in json.dumps(fmt) and "<|message|>" not in json.dumps(fmt)
+    final = elements[2]["elements"]
+    assert final[1] == {"type": "const_string", "value": "final"} and final[4]["json_schema"] == schema
+    assert _tag({"response_format": {"type": "json_object"}})["format"]["elements"][2]["elements"][4]["json_schema"] == {"type": "object"}
     assert _tag({"response_format": {"type": "text"}}) is None
