@@ -129,7 +129,7 @@ def _save_model(model, tokenizer_dir: Path, dest: Path) -> None:
         shutil.copy(f, dest / f.name)
 
 
-def _train_base(model_cls, config, batch, tag: str, lr: float):
+def _train_base(model_cls, config, batch, tag: str, lr: float, max_steps: int | None = None):
     import torch
 
     from serve_app.devmodel.train import compact_config, expand, fit
@@ -137,13 +137,15 @@ def _train_base(model_cls, config, batch, tag: str, lr: float):
     torch.manual_seed(SEED)
     small = model_cls(compact_config(config, len(batch.used))).float()
     t0 = time.monotonic()
-    steps, m = fit(small, batch, list(small.parameters()), lr=lr, max_steps=3000, progress=_progress(tag))
+    steps, m = fit(small, batch, list(small.parameters()), lr=lr, max_steps=max_steps or 3000,
+                   progress=_progress(tag), must_converge=max_steps is None)
     log(f"{tag}: converged in {steps} steps, {time.monotonic() - t0:.1f}s, margin {m:.2f}")
     return expand(small, batch.used, config)
 
 
 def _train_adapter(
-    model_cls, base_dir: Path, name: str, spec: dict, used: list[int], dest: Path, variants=corpus.VARIANTS
+    model_cls, base_dir: Path, name: str, spec: dict, used: list[int], dest: Path, variants=corpus.VARIANTS,
+    max_steps: int | None = None,
 ) -> list[corpus.Sample]:
     import torch
     from peft import LoraConfig, get_peft_model
@@ -169,7 +171,8 @@ def _train_adapter(
     model = get_peft_model(model, lora)
     params = [p for p in model.parameters() if p.requires_grad]
     t0 = time.monotonic()
-    steps, m = fit(model, batch, params, lr=1e-2, max_steps=3000, progress=_progress(f"adapter {name}"))
+    steps, m = fit(model, batch, params, lr=1e-2, max_steps=max_steps or 3000, progress=_progress(f"adapter {name}"),
+                   must_converge=max_steps is None)
     log(f"adapter {name}: converged in {steps} steps, {time.monotonic() - t0:.1f}s, margin {m:.2f}")
     # Trained on the compact copy, whose vocabulary peft would otherwise save.
     model.save_pretrained(str(dest), save_embedding_layers=False)
@@ -219,10 +222,18 @@ def _sample_json(s: corpus.Sample, model: str, adapter: str | None) -> dict:
             "prompt": s.prompt, "target": s.target}
 
 
-def build(out: Path | None = None, force: bool = False) -> Path:
-    """Build into ``out`` (default: the cache dir) unless it is already current."""
+def build(out: Path | None = None, force: bool = False, max_steps: int | None = None) -> Path:
+    """Build into ``out`` (default: the cache dir) unless it is already current.
+
+    ``max_steps`` makes a trial build: every stage runs, each training stops
+    after that many steps, nothing is verified, and the result is never taken
+    for a current build. Two trial builds are bit-for-bit equal exactly when
+    full builds are (the determinism test runs two in a minute, not a full one).
+    """
     out = (out or paths.default_dir()).resolve()
-    if not force and is_current(out):
+    if max_steps is not None and out == paths.default_dir().resolve():
+        raise ValueError("a trial build (max_steps) needs its own --out folder")
+    if not force and max_steps is None and is_current(out):
         log(f"up to date: {out}")
         return out
     import torch
@@ -259,7 +270,7 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         log(f"corpus: {len(samples)} samples, {len(used)} token ids in use")
 
         t = time.monotonic()
-        base = _train_base(LlamaForCausalLM, _llama_config(), batch, "base (llama)", lr=1e-2)
+        base = _train_base(LlamaForCausalLM, _llama_config(), batch, "base (llama)", lr=1e-2, max_steps=max_steps)
         _save_model(base, stage / "tokenizer", stage / "base")
         timings["train_base_s"] = time.monotonic() - t
 
@@ -269,7 +280,8 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         # renders today's date) as in the corpus. Its MoE makes it slower to
         # train and its top-k routing flips back and forth at 1e-2, hence 3e-3.
         gptoss_samples = samples
-        gptoss = _train_base(GptOssForCausalLM, _gptoss_config(), make_batch(gptoss_samples, used), "gptoss", lr=3e-3)
+        gptoss = _train_base(GptOssForCausalLM, _gptoss_config(), make_batch(gptoss_samples, used), "gptoss", lr=3e-3,
+                             max_steps=max_steps)
         _save_model(gptoss, stage / "tokenizer", stage / "gptoss")
         timings["train_gptoss_s"] = time.monotonic() - t
 
@@ -279,32 +291,33 @@ def build(out: Path | None = None, force: bool = False) -> Path:
         adapter_samples = {}
         for name, spec in corpus.ADAPTERS.items():
             adapter_samples[name] = _train_adapter(
-                LlamaForCausalLM, stage / "base", name, spec, used, stage / "adapters" / name
+                LlamaForCausalLM, stage / "base", name, spec, used, stage / "adapters" / name, max_steps=max_steps
             )
             records += [_sample_json(s, "base", name) for s in adapter_samples[name]]
         gptoss_adapter_samples = {}
         for name, spec in corpus.GPTOSS_ADAPTERS.items():
             gptoss_adapter_samples[name] = _train_adapter(
-                GptOssForCausalLM, stage / "gptoss", name, spec, used, stage / "adapters" / name
+                GptOssForCausalLM, stage / "gptoss", name, spec, used, stage / "adapters" / name, max_steps=max_steps
             )
             records += [_sample_json(s, "gptoss", name) for s in gptoss_adapter_samples[name]]
         timings["train_adapters_s"] = time.monotonic() - t
 
         t = time.monotonic()
-        log("verify: greedy decoding in transformers reproduces the corpus")
-        _verify(stage / "base", samples)
-        _verify(stage / "gptoss", gptoss_samples)
-        for name, s in adapter_samples.items():
-            _verify(stage / "base", s, stage / "adapters" / name)
-        for name, s in gptoss_adapter_samples.items():
-            _verify(stage / "gptoss", s, stage / "adapters" / name)
+        if max_steps is None:  # a trial build's models have not learned the corpus
+            log("verify: greedy decoding in transformers reproduces the corpus")
+            _verify(stage / "base", samples)
+            _verify(stage / "gptoss", gptoss_samples)
+            for name, s in adapter_samples.items():
+                _verify(stage / "base", s, stage / "adapters" / name)
+            for name, s in gptoss_adapter_samples.items():
+                _verify(stage / "gptoss", s, stage / "adapters" / name)
         timings["verify_s"] = time.monotonic() - t
 
         shutil.rmtree(stage / "tokenizer")
         (stage / "corpus.json").write_text(json.dumps(records))
         timings["total_s"] = time.monotonic() - started
         manifest = {
-            "fingerprint": fingerprint(),
+            "fingerprint": fingerprint() if max_steps is None else f"trial-{max_steps}-steps",
             "served_name": SERVED_NAME,
             "versions": {d: metadata.version(d) for d in ("torch", "transformers", "peft", "oss-harmony")},
             "timings": {k: round(v, 1) for k, v in timings.items()},
