@@ -278,7 +278,7 @@ def main() -> None:
     if args.only in (None, "vllm"):
         template_path = None
         if not is_gpt_oss(cfg):
-            template, prompt_tokens = harmony_template(cfg)
+            template, _ = harmony_template(cfg)
             template_path = scratch / "harmony.jinja"
             template_path.write_text(template)
         port = _free_port()

@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
+from typing import Any
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
@@ -66,7 +67,7 @@ class Level:
     e2e_p50_ms: float
     e2e_p99_ms: float
     # With a CPU probe (compare.py): CPU per output token by role over the level.
-    cpu: dict | None = None
+    cpu: Any = None
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -186,7 +187,7 @@ async def sweep(
     api_key: str | None = None,
     target: str = "target",
     progress: bool = True,
-    measure: Callable[[], Callable[[int], dict]] | None = None,
+    measure: Callable[[], Callable[[int], Any]] | None = None,
 ) -> list[Level]:
     """Each mix at each concurrency, after a warm-up round.
 

@@ -103,7 +103,7 @@ class CompletionParser:
             except Exception as e:  # openai_harmony raises HarmonyError (and others) on bad structure
                 self._to_raw(tok, f"unexpected token {tok}: {e}")
                 continue
-            self._track_header(tok)
+            self._track_header(tok, special)
             if special:  # a control token is never text the client sees
                 if tok in END_TOKENS and len(self._parser.messages) > self._done:
                     delta.extend(self._finish_message(self._done))
@@ -152,13 +152,13 @@ class CompletionParser:
             special = self._special[tok] = self._enc.is_special_token(tok)
         return special
 
-    def _track_header(self, tok: int) -> None:
+    def _track_header(self, tok: int, special: bool) -> None:
         """Keep the tokens of a header still open.
 
         Only a special token moves the parser between header and content, so
         its (JSON-decoded) state is asked only then, not for every text token.
         """
-        if self._is_special(tok):
+        if special:
             self._in_header = self._parser.state == StreamState.HEADER
         if self._in_header:
             self._header.append(tok)
