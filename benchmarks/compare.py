@@ -87,7 +87,7 @@ def harmony_template(cfg) -> tuple[str, int]:
     """A chat template whose output is this project's Harmony prompt for loadgen.MESSAGES."""
     from serve_app.harmony.chat import prepare
     from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
-    from serve_app.protocol.openai import ChatCompletionRequest
+    from serve_app.endpoints.chat.models import ChatCompletionRequest
 
     use_vocab_dir(cfg.model.resolved_vocab_dir())
     request = ChatCompletionRequest.model_validate({"model": cfg.model.served_name, "messages": loadgen.MESSAGES})

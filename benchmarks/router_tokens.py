@@ -30,7 +30,7 @@ def main() -> None:
     from serve_app.harmony.parse import CompletionParser
     from serve_app.protocol.engine import TokenChunk
     from serve_app.router import sse
-    from serve_app.router.responses import ChunkWriter
+    from serve_app.endpoints.chat.output import ChunkWriter
     from serve_app.router.stops import StopMatcher
 
     enc = harmony_encoding()

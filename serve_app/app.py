@@ -15,6 +15,7 @@ from ray.serve import Application
 
 from serve_app.adapters.manager import AdapterManager
 from serve_app.config import AppConfig, AutoscalingConfig
+from serve_app.endpoints.responses.store import ResponseStore
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
 
@@ -95,6 +96,16 @@ def manager_options(cfg: AppConfig) -> dict[str, Any]:
     }
 
 
+def store_options(cfg: AppConfig) -> dict[str, Any]:
+    # One store: every router replica must see every response, and SQLite has one writer.
+    return {
+        "name": "ResponseStore",
+        "num_replicas": 1,
+        "max_ongoing_requests": 256,
+        "ray_actor_options": _actor_options(cfg.responses.num_cpus, cfg.responses.resources),
+    }
+
+
 def _actor_options(num_cpus: float, resources: dict[str, float]) -> dict[str, Any]:
     return {"num_cpus": num_cpus, "resources": dict(resources)} if resources else {"num_cpus": num_cpus}
 
@@ -107,4 +118,9 @@ def build_app(args: dict[str, Any]) -> Application:
     if cfg.lora.enabled:
         manager = serve.deployment(AdapterManager).options(**manager_options(cfg)).bind(config)
     replica = serve.deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
-    return serve.deployment(Router).options(**router_options(cfg)).bind(config, replica, manager)
+    store = None
+    if cfg.responses.enabled:
+        store = serve.deployment(ResponseStore).options(**store_options(cfg)).bind(config)
+    # The router is a Starlette application (``Router.__serve_build_asgi_app__``).
+    router = serve.deployment(serve.ingress()(Router)).options(**router_options(cfg))
+    return router.bind(config, replica, manager, store)

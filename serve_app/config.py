@@ -247,6 +247,29 @@ class AuthConfig(StrictModel):
     )
 
 
+class ResponsesConfig(StrictModel):
+    """Stored responses of ``/v1/responses`` (``store: true``, OpenAI's default)."""
+
+    enabled: bool = Field(True, description="Keep responses for GET, DELETE and previous_response_id.")
+    store_dir: str = Field(
+        "~/.local/share/serve_app/responses",
+        description="The store's database (must persist across restarts; on a volume if the store may move).",
+    )
+    retention_s: float = Field(
+        30 * 24 * 3600.0, gt=0, description="How long a stored response is kept (OpenAI keeps them 30 days)."
+    )
+    max_stored: int = Field(100_000, ge=1, description="Most responses kept; the oldest go first past it.")
+    num_cpus: float = Field(0, ge=0, description="CPUs of the store actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the store needs, e.g. {serve_app_head: 1} to keep it (and its "
+        "store_dir) on the head node.",
+    )
+
+    def resolved_store_dir(self) -> str:
+        return paths.resolve(self.store_dir)
+
+
 class AppConfig(StrictModel):
     model: ModelConfig = Field(description="The served model.")
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica.")
@@ -259,6 +282,9 @@ class AppConfig(StrictModel):
     )
     sampling_defaults: SamplingDefaults = Field(
         default_factory=SamplingDefaults, description="Sampling where a request leaves a field out."
+    )
+    responses: ResponsesConfig = Field(
+        default_factory=ResponsesConfig, description="The Responses API's store of responses."
     )
 
     @model_validator(mode="after")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from serve_app.harmony import constraints
 from serve_app.harmony.encoding import assistant_stop_token_ids
 from serve_app.harmony.render import conversation, render_prompt
-from serve_app.protocol.openai import ChatCompletionRequest, NamedToolChoice
+from serve_app.endpoints.chat.models import ChatCompletionRequest, NamedToolChoice
 
 DEFAULT_EFFORT = "medium"
 
@@ -27,36 +27,69 @@ class HarmonyPrompt:
     structural_tag: str | None
 
 
-def _offered_tools(request: ChatCompletionRequest) -> list[dict]:
-    if request.tool_choice == "none" or not request.tools:
-        return []
-    return [t.function.model_dump(exclude_none=True, include={"name", "description", "parameters"}) for t in request.tools]
+@dataclass(frozen=True)
+class OutputRules:
+    """What the completion must be: ``tool_choice`` and a JSON format, endpoint-neutral.
+
+    ``tool_choice``: "auto", "none", "required" or a function's name;
+    ``json``: None (free text), "object" or "schema" (with ``schema``).
+    """
+
+    tool_choice: str = "auto"
+    json: str | None = None
+    schema: dict | None = None
 
 
-def _structural_tag(request: ChatCompletionRequest, tools: list[dict]) -> str | None:
-    choice = request.tool_choice
-    if isinstance(choice, NamedToolChoice):
-        return constraints.forced_tool_call([t for t in tools if t["name"] == choice.name])
-    if choice == "required":
+def _structural_tag(rules: OutputRules, tools: list[dict]) -> str | None:
+    if rules.tool_choice not in ("auto", "none", "required"):
+        return constraints.forced_tool_call([t for t in tools if t["name"] == rules.tool_choice])
+    if rules.tool_choice == "required":
         return constraints.forced_tool_call(tools)
-    fmt = request.response_format
-    if fmt is not None and fmt.type == "json_schema":
-        return constraints.final_json((fmt.json_schema or {}).get("schema"))
-    if fmt is not None and fmt.type == "json_object":
+    if rules.json == "schema":
+        return constraints.final_json(rules.schema)
+    if rules.json == "object":
         return constraints.final_json(None)
     return None
+
+
+def prepare_conversation(
+    messages: list[dict],
+    tools: list[dict],
+    rules: OutputRules,
+    effort: str = DEFAULT_EFFORT,
+    today: datetime.date | None = None,
+) -> HarmonyPrompt:
+    """Render an OpenAI-style conversation for gpt-oss: effort and today's date in the system message.
+
+    ``messages`` are chat-completions messages as dicts (roles system,
+    developer, user, assistant with ``tool_calls`` and ``reasoning``, tool);
+    ``tools`` are function specs (name, description, parameters). Every
+    endpoint that speaks Harmony renders through here.
+    """
+    offered = [] if rules.tool_choice == "none" else tools
+    date = (today or datetime.datetime.now(datetime.timezone.utc).date()).isoformat()
+    harmony_messages = conversation(messages, offered, effort=effort, date=date)
+    return HarmonyPrompt(
+        prompt_token_ids=render_prompt(harmony_messages),
+        stop_token_ids=assistant_stop_token_ids(),
+        structural_tag=_structural_tag(rules, offered),
+    )
 
 
 def prepare(
     request: ChatCompletionRequest, default_effort: str = DEFAULT_EFFORT, today: datetime.date | None = None
 ) -> HarmonyPrompt:
-    """Render ``request`` for gpt-oss: effort and today's date in the system message."""
-    tools = _offered_tools(request)
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
-    date = (today or datetime.datetime.now(datetime.timezone.utc).date()).isoformat()
-    harmony_messages = conversation(messages, tools, effort=request.reasoning_effort or default_effort, date=date)
-    return HarmonyPrompt(
-        prompt_token_ids=render_prompt(harmony_messages),
-        stop_token_ids=assistant_stop_token_ids(),
-        structural_tag=_structural_tag(request, tools),
+    """Render a chat-completions request."""
+    tools = [
+        t.function.model_dump(exclude_none=True, include={"name", "description", "parameters"})
+        for t in request.tools or []
+    ]
+    choice = request.tool_choice
+    fmt = request.response_format
+    rules = OutputRules(
+        tool_choice=choice.name if isinstance(choice, NamedToolChoice) else (choice or "auto"),
+        json={"json_schema": "schema", "json_object": "object"}.get(fmt.type) if fmt is not None else None,
+        schema=((fmt.json_schema or {}).get("schema") if fmt is not None else None),
     )
+    messages = [m.model_dump(exclude_none=True) for m in request.messages]
+    return prepare_conversation(messages, tools, rules, request.reasoning_effort or default_effort, today)

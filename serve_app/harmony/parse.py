@@ -83,6 +83,8 @@ class CompletionParser:
         self.content = ""
         self.tool_calls: list[ToolCall] = []
         self.saw_call_token = False
+        # Completion tokens that gave reasoning text (Responses' usage reports them).
+        self.reasoning_tokens = 0
         # Positions, within the ids of the last ``feed``, of tokens that gave content.
         self.content_positions: list[int] = []
 
@@ -112,6 +114,8 @@ class CompletionParser:
             piece = self._route(self._parser.last_content_delta or "")
             if piece.content:
                 self.content_positions.append(i)
+            elif piece.reasoning:
+                self.reasoning_tokens += 1
             delta.extend(piece)
         if self._raw is not None:
             delta.extend(self._raw_delta())

@@ -9,6 +9,7 @@ authenticates with bearer keys.
 
 from __future__ import annotations
 
+from starlette.datastructures import Headers
 from starlette.responses import Response
 
 ALLOW_METHODS = "GET, POST, DELETE, OPTIONS"
@@ -55,3 +56,36 @@ class Cors:
         if not self._any:
             headers["Vary"] = "Origin"
         return headers
+
+
+class CorsMiddleware:
+    """``Cors`` as ASGI middleware: preflights answered here, headers added to responses.
+
+    Plain ASGI, not Starlette's ``BaseHTTPMiddleware``, which would wrap every
+    streamed body in another task and queue.
+    """
+
+    def __init__(self, app, cors: Cors):
+        self._app = app
+        self._cors = cors
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
+        headers = Headers(scope=scope)
+        origin = headers.get("origin")
+        if self._cors.is_preflight(scope["method"], headers):
+            await self._cors.preflight(origin)(scope, receive, send)
+            return
+        if not self._cors.allowed(origin):
+            await self._app(scope, receive, send)
+            return
+        extra = [(k.lower().encode(), v.encode()) for k, v in self._cors._headers(origin).items()]
+
+        async def send_with_cors(message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": list(message.get("headers", [])) + extra}
+            await send(message)
+
+        await self._app(scope, receive, send_with_cors)

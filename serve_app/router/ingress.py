@@ -1,57 +1,60 @@
-"""Router: the ingress deployment (plain class; ``serve_app.app`` deploys it).
+"""Router: the ingress deployment (a plain class; ``serve_app.app`` deploys it).
 
-Thin handlers over ``ChatService``: parse the body, pick JSON or SSE, convert
-every error once, here, into the OpenAI error shape. Serve's proxy gives every
-request an ``X-Request-Id`` (the client's own if it sent one) and returns it.
+A Starlette application with one ``Route`` per endpoint, mounted as Serve's
+ingress (``__serve_build_asgi_app__``). Handlers are thin: each endpoint
+package parses, accepts and shapes; the generation core runs. Every error is
+converted once, here, into the OpenAI error shape: typed errors raised
+anywhere, unknown paths (404) and methods (405), and anything unexpected (500,
+without internals). Serve's proxy gives every request an ``X-Request-Id`` (the
+client's own if it sent one) and returns it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
 
 from serve_app.config import AppConfig
+from serve_app.endpoints.chat.handler import ChatEndpoint
+from serve_app.endpoints.completions.handler import CompletionsEndpoint
+from serve_app.endpoints.responses.handler import ResponsesEndpoint
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 from serve_app.metrics import RequestMetrics
 from serve_app.protocol.errors import (
     EngineUnavailable,
     InternalError,
-    InvalidRequest,
     MethodNotAllowed,
     Overloaded,
-    RequestTooLarge,
     RouteNotFound,
     ServeAppError,
 )
-from serve_app.router import sse
-from serve_app.router.chat import ChatRun, ChatService, ChoiceEvent
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
 from serve_app.router.auth import KeyRing, Principal
-from serve_app.router.cors import Cors
+from serve_app.router.context import Services
+from serve_app.router.core import GenerationCore
+from serve_app.router.cors import Cors, CorsMiddleware
+from serve_app.router.http import error_response, json_response
 from serve_app.router.models import SEPARATOR, AdapterView, ModelResolver
-from serve_app.router.responses import ChoiceState, ChunkWriter, completion
 
 logger = logging.getLogger("ray.serve")
 
-CHAT_PATH = "/v1/chat/completions"
 READY_TIMEOUT_S = 5.0
 MODELS_PATH = "/v1/models"
-
-
-def error_response(err: ServeAppError) -> JSONResponse:
-    return JSONResponse(err.to_dict(), status_code=err.status, headers=err.headers())
+Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Router:
-    def __init__(self, config: dict | AppConfig, replica: Any, manager: Any = None):
+    def __init__(self, config: dict | AppConfig, replica: Any, manager: Any = None, responses_store: Any = None):
         self._cfg = AppConfig.model_validate(config)
         use_vocab_dir(self._cfg.model.resolved_vocab_dir())
         harmony_encoding()  # load the vocabulary now, not on the first request
@@ -63,64 +66,88 @@ class Router:
         if not self._keys.enabled:
             logger.warning("no API keys configured (%s): inference is open to anyone who reaches this port",
                            self._cfg.auth.api_keys_env)
-        self._cors = Cors(self._cfg.router.cors_allow_origins)
         self._replica = replica
-        self._metrics = RequestMetrics()
-        self._chat = ChatService(self._cfg, replica, self._models, self._metrics)
+        self._services = Services(
+            cfg=self._cfg,
+            core=GenerationCore(
+                replica, self._cfg.model.served_name, self._cfg.router.replica_transport, RequestMetrics()
+            ),
+            models=self._models,
+            keys=self._keys,
+            responses_store=responses_store,
+        )
+        self._chat = ChatEndpoint(self._services)
+        self._completions = CompletionsEndpoint(self._services)
+        self._responses = ResponsesEndpoint(self._services)
         self._created = int(time.time())
+        # Not `app`: Serve's ingress wrapper owns that name.
+        self.http = self._build_app()
 
-    async def __call__(self, request: Request) -> Response:
-        origin = request.headers.get("origin")
-        if self._cors.is_preflight(request.method, request.headers):
-            return self._cors.preflight(origin)
-        return self._cors.decorate(await self._route(request), origin)
+    def __serve_build_asgi_app__(self) -> Any:
+        """Serve's late-bound ingress: the application this instance built."""
+        return self.http
 
-    async def _route(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        method = request.method
-        path = request.url.path
-        # Serve passes the full path; the application's route prefix is root_path.
-        root = request.scope.get("root_path", "")
-        if root and path.startswith(root):
-            path = path[len(root) :]
-        path = path.rstrip("/") or "/"
-        authorization = request.headers.get("authorization")
-        try:
-            if path == "/health":
-                _allow(method, "GET")
-                return JSONResponse({"status": "ok"})
-            if path == "/ready":
-                _allow(method, "GET")
-                return await self._ready()
-            if path == ADAPTERS_PATH or path.startswith(ADAPTERS_PATH + "/"):
-                check_admin(self._admin_key if self._admin else None, authorization, self._keys)
-                body = await self._json_body(request) if method == "POST" else None
-                status, out = await self._admin.handle(method, path[len(ADAPTERS_PATH):], body)
-                return JSONResponse(out, status_code=status)
-            principal = self._keys.authenticate(authorization)
-            if path == CHAT_PATH:
-                _allow(method, "POST")
-                return await self._chat_completions(request, principal, arrived)
-            if path == MODELS_PATH:
-                _allow(method, "GET")
-                return JSONResponse({"object": "list", "data": await self._model_cards(principal)})
-            if path.startswith(MODELS_PATH + "/"):
-                _allow(method, "GET")
-                return await self._model(path[len(MODELS_PATH) + 1 :], principal)
-            raise RouteNotFound(f"No route for {method} {request.url.path}.")
-        except ServeAppError as e:
-            return self._error(e)
-        except Exception:
-            rid = request.headers.get("x-request-id", "")
-            logger.exception("request %s failed", rid)
-            return self._error(InternalError(f"The server had an error processing request {rid}."))
+    def _build_app(self) -> Starlette:
+        g = self._guard
+        routes = [
+            Route("/health", g(self._health), methods=["GET"]),
+            Route("/ready", g(self._ready), methods=["GET"]),
+            Route(MODELS_PATH, g(self._model_list), methods=["GET"]),
+            Route(MODELS_PATH + "/{model_id:path}", g(self._model), methods=["GET"]),
+            Route("/v1/chat/completions", g(self._chat.create), methods=["POST"]),
+            Route("/v1/completions", g(self._completions.create), methods=["POST"]),
+            Route("/v1/responses", g(self._responses.create), methods=["POST"]),
+            Route("/v1/responses/{response_id}", g(self._responses.get), methods=["GET"]),
+            Route("/v1/responses/{response_id}", g(self._responses.delete), methods=["DELETE"]),
+            Route("/v1/responses/{response_id}/input_items", g(self._responses.input_items), methods=["GET"]),
+            Route(ADAPTERS_PATH, g(self._adapters), methods=["GET", "POST"]),
+            Route(ADAPTERS_PATH + "/{name:path}", g(self._adapters), methods=["GET", "DELETE"]),
+        ]
+        app = Starlette(routes=routes, exception_handlers={HTTPException: self._http_error})
+        app.router.redirect_slashes = False
+        cors = Cors(self._cfg.router.cors_allow_origins)
+        if cors.enabled:
+            app.add_middleware(CorsMiddleware, cors=cors)
+        return app
+
+    # -- errors, from one place --------------------------------------------------
+
+    def _guard(self, handler: Handler) -> Handler:
+        async def guarded(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except ServeAppError as e:
+                return self._error(e)
+            except Exception:
+                rid = request.headers.get("x-request-id", "")
+                logger.exception("request %s failed", rid)
+                return self._error(InternalError(f"The server had an error processing request {rid}."))
+
+        return guarded
+
+    async def _http_error(self, request: Request, exc: Exception) -> Response:
+        """Starlette's routing errors (no route: 404; route without this method: 405)."""
+        status = getattr(exc, "status_code", 500)
+        if status == 405:
+            allowed = sorted(_allowed_methods(request, self.http.routes))
+            return self._error(
+                MethodNotAllowed(f"Method {request.method} is not allowed here; use {', '.join(allowed)}.")
+            )
+        if status == 404:
+            return self._error(RouteNotFound(f"No route for {request.method} {request.url.path}."))
+        return self._error(InternalError("The server had an error processing this request."))
 
     def _error(self, err: ServeAppError) -> JSONResponse:
         if isinstance(err, Overloaded):
             err.retry_after_s = self._cfg.router.retry_after_s
         return error_response(err)
 
-    async def _ready(self) -> JSONResponse:
+    # -- health, models, adapters -----------------------------------------------
+
+    async def _health(self, request: Request) -> Response:
+        return JSONResponse({"status": "ok"})
+
+    async def _ready(self, request: Request) -> Response:
         """200 when a model replica answers its health check in time, else 503."""
         try:
             await asyncio.wait_for(self._replica.check_health.remote(), READY_TIMEOUT_S)
@@ -128,8 +155,6 @@ class Router:
             logger.warning("readiness check failed: %r", e)
             raise EngineUnavailable("No model replica is ready to serve.") from None
         return JSONResponse({"status": "ready"})
-
-    # -- models ----------------------------------------------------------------
 
     def _card(self, id: str, parent: str | None, created: int | None = None) -> dict:
         return {
@@ -141,6 +166,10 @@ class Router:
             "max_model_len": self._cfg.model.max_model_len,
         }
 
+    async def _model_list(self, request: Request) -> Response:
+        principal = self._services.principal(request)
+        return json_response({"object": "list", "data": await self._model_cards(principal)})
+
     async def _model_cards(self, principal: Principal) -> list[dict]:
         base = self._models.served_name
         adapters = await self._models.adapters(principal)
@@ -148,138 +177,28 @@ class Router:
             self._card(f"{base}{SEPARATOR}{name}", base, adapters[name]["created"]) for name in sorted(adapters)
         ]
 
-    async def _model(self, model_id: str, principal: Principal) -> JSONResponse:
-        ref = await self._models.resolve(model_id, principal)
+    async def _model(self, request: Request) -> Response:
+        principal = self._services.principal(request)
+        ref = await self._models.resolve(request.path_params["model_id"], principal)
         if ref.adapter is None:
-            return JSONResponse(self._card(ref.requested, None))
+            return json_response(self._card(ref.requested, None))
         created = (await self._models.adapters())[ref.adapter]["created"]
-        return JSONResponse(self._card(ref.requested, self._models.served_name, created))
+        return json_response(self._card(ref.requested, self._models.served_name, created))
 
-    # -- chat completions ----------------------------------------------------
-
-    async def _chat_completions(self, request: Request, principal: Principal, arrived: float) -> Response:
-        run = None
-        try:
-            run = await self._chat.accept(await self._json_body(request), principal, arrived)
-            if run.request.stream:
-                # The stream's own end records it (status of its last event).
-                return await self._stream(run)
-            body, tokens = await self._complete(run)
-        except ServeAppError as e:
-            self._finished(run, e.status, arrived)
-            raise
-        self._finished(run, 200, arrived, tokens)
-        return JSONResponse(body)
-
-    async def _complete(self, run: ChatRun) -> tuple[dict, int]:
-        """The whole completion body, and its completion tokens."""
-        choices = [ChoiceState(logprobs=[] if run.request.logprobs else None) for _ in range(run.request.n)]
-        events = self._chat.events(run)
-        try:
-            async for event in events:
-                state = choices[event.index]
-                state.add(event.delta, event.logprobs)
-                if event.finish_reason:
-                    state.finish_reason, state.stop_reason = event.finish_reason, event.stop_reason
-                    state.completion_tokens = event.completion_tokens
-        finally:
-            await events.aclose()
-        body = completion(run.id, run.created, run.model, choices, run.prompt_tokens)
-        return body, body["usage"]["completion_tokens"]
-
-    def _finished(self, run: ChatRun | None, status: int, arrived: float, completion_tokens: int = 0) -> None:
-        """Per-request metrics and the access line (request id from Serve's log context; never a key)."""
-        e2e = time.monotonic() - arrived
-        adapter = run.ref.adapter if run is not None else None
-        prompt_tokens = run.prompt_tokens if run is not None else 0
-        self._metrics.finished(self._models.served_name, adapter, status, prompt_tokens, e2e)
-        logger.info(
-            "chat %s status=%d tenant=%s adapter=%s prompt_tokens=%d completion_tokens=%d e2e=%.3fs",
-            run.id if run is not None else "-", status, run.principal.name if run is not None else "-",
-            adapter or "-", prompt_tokens, completion_tokens, e2e,
-        )
-
-    async def _json_body(self, request: Request) -> Any:
-        limit = self._cfg.router.max_request_bytes
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > limit:
-            raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-        body = bytearray()
-        async for part in request.stream():
-            body += part
-            if len(body) > limit:
-                raise RequestTooLarge(f"The request body is larger than {limit} bytes.")
-        try:
-            return json.loads(body)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
-            raise InvalidRequest(f"The request body is not valid JSON: {e}.") from None
-
-    async def _stream(self, run: ChatRun) -> Response:
-        events = self._chat.events(run)
-        # Wait for the first output before answering 200, so that a failure
-        # before any token (bad adapter, overload, dead replica) is a real
-        # HTTP error rather than an event inside a successful stream.
-        try:
-            first = await anext(events)
-        except BaseException:
-            await events.aclose()
-            raise
-        return StreamingResponse(
-            sse_body(run, first, events, lambda status, tokens: self._finished(run, status, run.arrived, tokens)),
-            media_type="text/event-stream",
-            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-        )
-
-async def sse_body(
-    run: ChatRun,
-    first: ChoiceEvent,
-    events: AsyncIterator[ChoiceEvent],
-    on_end: Callable[[int, int], None] | None = None,
-) -> AsyncIterator[bytes]:
-    """The SSE body of a streamed completion whose first event is already in hand.
-
-    Role chunks first, then deltas, one finish chunk per choice, the usage chunk
-    if asked for, and ``data: [DONE]`` exactly once; an error after the first
-    token becomes an in-band error event before it. ``on_end(status, tokens)``
-    learns how it ended: 200, the in-band error's status, or 499 (client gone).
-    """
-    writer = ChunkWriter(run.id, run.created, run.model, _include_usage(run))
-    completion_tokens = [0] * run.request.n
-    status = 499
-    try:
-        for i in range(run.request.n):
-            yield sse.encode(writer.role(i))
-        event: ChoiceEvent | None = first
-        while event is not None:
-            if event.delta or event.logprobs:
-                yield sse.encode(writer.delta(event.index, event.delta, event.logprobs))
-            if event.finish_reason:
-                completion_tokens[event.index] = event.completion_tokens
-                yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))
-            event = await anext(events, None)
-        if _include_usage(run):
-            yield sse.encode(writer.usage(run.prompt_tokens, sum(completion_tokens)))
-        status = 200
-    except ServeAppError as e:
-        status = e.status
-        yield sse.encode(e.to_dict())
-    except Exception:
-        status = 500
-        logger.exception("stream %s failed", run.id)
-        yield sse.encode(InternalError("The server had an error while streaming this response.").to_dict())
-    finally:
-        # Also on cancellation (the client went away): aborts the engine requests.
-        await events.aclose()
-        if on_end is not None:
-            on_end(status, sum(completion_tokens))
-    yield sse.DONE
+    async def _adapters(self, request: Request) -> Response:
+        check_admin(self._admin_key if self._admin else None, request.headers.get("authorization"), self._keys)
+        body = await self._services.body(request) if request.method == "POST" else None
+        name = request.path_params.get("name")
+        status, out = await self._admin.handle(request.method, f"/{name}" if name else "", body)
+        return json_response(out, status)
 
 
-def _allow(method: str, allowed: str) -> None:
-    if method != allowed:
-        raise MethodNotAllowed(f"Method {method} is not allowed here; use {allowed}.")
+def _allowed_methods(request: Request, routes: list[Any]) -> set[str]:
+    from starlette.routing import Match
 
-
-def _include_usage(run: ChatRun) -> bool:
-    opts = run.request.stream_options
-    return bool(opts and opts.include_usage)
+    allowed: set[str] = set()
+    for route in routes:
+        match, _ = route.matches(request.scope)
+        if match == Match.PARTIAL and getattr(route, "methods", None):
+            allowed |= route.methods - {"HEAD"}
+    return allowed

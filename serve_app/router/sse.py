@@ -16,3 +16,8 @@ def encode(obj: Any) -> bytes:
     the router's largest cost of its own per token.
     """
     return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def event(name: str, obj: Any) -> bytes:
+    """A named SSE event (``event: <name>``), as the Responses API streams them."""
+    return b"event: " + name.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"

@@ -114,7 +114,12 @@ def serve_session(devmodel_dir, direct_outputs):
 
 
 def dev_args() -> dict:
-    return yaml.safe_load(DEV_CONFIG.read_text())["applications"][0]["args"]
+    """The dev config's args, with a stored-responses database of its own (not the user's)."""
+    import tempfile
+
+    args = yaml.safe_load(DEV_CONFIG.read_text())["applications"][0]["args"]
+    args["responses"] = {"store_dir": tempfile.mkdtemp(prefix="serve-app-responses-")}
+    return args
 
 
 @pytest.fixture(scope="session")

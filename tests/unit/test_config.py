@@ -84,7 +84,9 @@ def test_every_config_file_builds(path):
     cfg = load_config_file(path)
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
     deployments = _deployments(build_app(args))
-    assert set(deployments) == {"Router", "LLMReplica"} | ({"AdapterManager"} if cfg.lora.enabled else set())
+    assert set(deployments) == {"Router", "LLMReplica"} | ({"AdapterManager"} if cfg.lora.enabled else set()) | (
+        {"ResponseStore"} if cfg.responses.enabled else set()
+    )
     replica, router = deployments["LLMReplica"], deployments["Router"]
     bundles = replica._replica_config.placement_group_bundles
     assert len(bundles) == cfg.engine.tensor_parallel_size

@@ -44,7 +44,7 @@ def _reference(h, messages, effort="medium"):
 
 def _ours(body):
     from serve_app.harmony.chat import prepare
-    from serve_app.protocol.openai import ChatCompletionRequest
+    from serve_app.endpoints.chat.models import ChatCompletionRequest
 
     return prepare(ChatCompletionRequest.model_validate({"model": "m"} | body), today=DATE)
 

@@ -5,7 +5,7 @@ import copy
 import pytest
 from pydantic import ValidationError
 
-from serve_app.protocol.openai import ChatCompletionRequest
+from serve_app.endpoints.chat.models import ChatCompletionRequest
 
 WEATHER_TOOL = {
     "type": "function",

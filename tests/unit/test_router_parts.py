@@ -12,7 +12,7 @@ from serve_app.config import AppConfig
 from serve_app.harmony.parse import Delta, ToolCallDelta
 from serve_app.protocol.errors import InvalidRequest, ModelNotFound
 from serve_app.router import sse
-from serve_app.router.responses import ChoiceState, ChunkWriter, completion
+from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion
 from serve_app.router.stops import StopMatcher
 
 CAPITALS = [{"role": "user", "content": "Name the european capitals"}]
@@ -50,7 +50,7 @@ def test_stop_matcher_holds_back_only_what_could_match():
 @pytest.fixture(scope="module")
 def service(devmodel_dir):
     from serve_app.devmodel.vocab import use_vocab
-    from serve_app.router.chat import ChatService
+    from serve_app.endpoints.chat.service import ChatService
     from serve_app.router.models import ModelResolver
 
     use_vocab(devmodel_dir / "tiktoken")
@@ -58,7 +58,13 @@ def service(devmodel_dir):
         {"model": {"path": "devmodel:base", "served_name": "gpt-oss-20b", "max_model_len": 512},
          "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28}}
     )
-    return ChatService(cfg, replica_handle=None, resolver=ModelResolver("gpt-oss-20b", None))
+    return ChatService(cfg, resolver=ModelResolver("gpt-oss-20b", None))
+
+
+def _core(handle=None):
+    from serve_app.router.core import GenerationCore
+
+    return GenerationCore(handle, "gpt-oss-20b", "grpc")
 
 
 def _accept(service, body):
@@ -67,8 +73,8 @@ def _accept(service, body):
 
 def test_accept_fills_the_completion_budget(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS})
-    assert run.max_tokens == 512 - run.prompt_tokens and run.id.startswith("chatcmpl-")
-    assert _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_completion_tokens": 7}).max_tokens == 7
+    assert run.job.sampling.max_tokens == 512 - run.prompt_tokens and run.id.startswith("chatcmpl-")
+    assert _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_completion_tokens": 7}).job.sampling.max_tokens == 7
 
 
 def test_context_overflow_names_both_numbers(service):
@@ -145,26 +151,26 @@ def test_stream_chunks():
 def test_content_logprobs_pick_the_content_positions(service):
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.protocol.engine import TokenChunk
-    from serve_app.router.responses import content_logprobs
+    from serve_app.endpoints.chat.output import content_logprobs
+    from serve_app.router.core import ChoiceRun
 
     ids = harmony_encoding().encode("<|channel|>final<|message|>Hi there", allowed_special="all")
-    from serve_app.harmony.parse import CompletionParser
-
-    p = CompletionParser()
-    p.feed(ids)
-    chunk = TokenChunk(token_ids=ids, logprobs=[[(t, -0.5), (t, -0.5), (0, -3.0)] for t in ids])
-    entries = content_logprobs(chunk, p.content_positions)
-    assert "".join(e["token"] for e in entries) == "Hi there" == p.content
+    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "logprobs": True, "top_logprobs": 1})
+    choice = ChoiceRun(run.job, 0)
+    chunk = TokenChunk(token_ids=ids, logprobs=[[(t, -0.5), (t, -0.5), (0, -3.0)] for t in ids], completion_tokens=len(ids))
+    event = choice.step(chunk)
+    entries = content_logprobs(event.logprobs)
+    assert "".join(e["token"] for e in entries) == "Hi there" == event.delta.content
     assert entries[0]["top_logprobs"][1] == {"token": "!", "logprob": -3.0, "bytes": [33]}
 
 
 def test_sampling_defaults_fill_what_the_request_leaves_out(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "seed": 7, "n": 2})
-    s0, s1 = service._sampling(run, 0), service._sampling(run, 1)
+    s0, s1 = _core()._sampling(run.job, 0), _core()._sampling(run.job, 1)
     assert (s0.temperature, s0.top_p, s0.top_k) == (1.0, 1.0, -1)  # OpenAI's defaults
     assert (s0.seed, s1.seed) == (7, 8) and s0.stop_token_ids and not s0.ignore_eos
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "temperature": 0, "ignore_eos": True})
-    s = service._sampling(run, 0)
+    s = _core()._sampling(run.job, 0)
     assert s.temperature == 0 and s.stop_token_ids == [] and s.ignore_eos
 
 
@@ -178,18 +184,24 @@ def _sse_events(body: bytes) -> list:
 
 
 def _collect_sse(run, events):
-    from serve_app.router.ingress import sse_body
+    from serve_app.endpoints.chat.handler import chunks
+    from serve_app.router import sse
+    from serve_app.router.http import Outcome, sse_response
 
     async def go():
         it = events()
         first = await anext(it)
-        return b"".join([part async for part in sse_body(run, first, it)])
+        outcome = Outcome()
+        response = sse_response(
+            chunks(run, first, it, outcome), it, outcome, lambda e: sse.encode(e.to_dict()), lambda o: None, sse.DONE
+        )
+        return b"".join([part async for part in response.body_iterator])
 
     return _sse_events(asyncio.run(go()))
 
 
 def test_sse_body_order_usage_and_done(service):
-    from serve_app.router.chat import ChoiceEvent
+    from serve_app.router.core import ChoiceEvent
 
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 2, "stream": True,
                             "stream_options": {"include_usage": True}})
@@ -209,7 +221,7 @@ def test_sse_body_order_usage_and_done(service):
 
 def test_sse_error_after_first_token_is_in_band_then_done(service):
     from serve_app.protocol.errors import EngineUnavailable
-    from serve_app.router.chat import ChoiceEvent
+    from serve_app.router.core import ChoiceEvent
 
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
     closed = []
@@ -289,7 +301,7 @@ def test_numbers_beyond_what_the_engine_takes_are_400(service, field, value):
 
 def test_seeds_of_n_choices_stay_int64(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 3, "seed": 2**63 - 2})
-    seeds = [service._sampling(run, i).seed for i in range(3)]
+    seeds = [_core()._sampling(run.job, i).seed for i in range(3)]
     assert len(set(seeds)) == 3 and all(-(2**63) <= s < 2**63 for s in seeds)
 
 
@@ -330,8 +342,6 @@ def test_the_stream_opens_on_the_engines_first_token(service):
     the role chunk) goes out with them, not 3-4 decode steps later."""
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.protocol.engine import TokenChunk
-    from serve_app.router.chat import ChatService
-
     enc = harmony_encoding()
     headers = enc.encode("<|channel|>analysis<|message|>", allowed_special="all")
     text = enc.encode("Paris", allowed_special="all")
@@ -340,11 +350,11 @@ def test_the_stream_opens_on_the_engines_first_token(service):
         TokenChunk(token_ids=headers[1:], completion_tokens=len(headers)),
         TokenChunk(token_ids=text, completion_tokens=len(headers) + len(text), finish_reason="length"),
     ])
-    chat = ChatService(service._cfg, _ReplicaHandle(stream), service._resolver)
+    core = _core(_ReplicaHandle(stream))
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
 
     async def go():
-        events = chat.events(run)
+        events = core.events(run.job)
         first = await anext(events)
         taken_for_first = stream.taken
         rest = [e async for e in events]

@@ -11,12 +11,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import Field, model_validator
 
-
-class WireModel(BaseModel):
-    # Strict config, lenient wire: clients send fields we do not use.
-    model_config = ConfigDict(extra="ignore")
+from serve_app.protocol.wire import WireModel
 
 
 class TextPart(WireModel):

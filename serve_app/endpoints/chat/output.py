@@ -14,7 +14,7 @@ from typing import Any
 
 from serve_app.harmony.encoding import token_text
 from serve_app.harmony.parse import Delta
-from serve_app.protocol.engine import TokenChunk
+from serve_app.router.core import TokenLogprobs
 
 
 def _logprob(token_id: int, logprob: float) -> dict[str, Any]:
@@ -22,13 +22,12 @@ def _logprob(token_id: int, logprob: float) -> dict[str, Any]:
     return {"token": text, "logprob": max(logprob, -9999.0), "bytes": list(text.encode())}
 
 
-def content_logprobs(chunk: TokenChunk, positions: list[int]) -> list[dict[str, Any]]:
-    """OpenAI ``logprobs.content`` entries for the chunk's tokens that gave content."""
-    if not chunk.logprobs:
-        return []
+def content_logprobs(entries: list[TokenLogprobs] | None) -> list[dict[str, Any]] | None:
+    """OpenAI ``logprobs.content`` entries from the engine's (id, logprob) lists."""
+    if entries is None:
+        return None
     out = []
-    for i in positions:
-        (tok, lp), *top = chunk.logprobs[i]
+    for (tok, lp), *top in entries:
         out.append(_logprob(tok, lp) | {"top_logprobs": [_logprob(t, l) for t, l in top]})
     return out
 

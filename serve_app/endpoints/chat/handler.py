@@ -1,0 +1,93 @@
+"""``POST /v1/chat/completions``: parse, accept, run on the core, answer JSON or SSE."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion, content_logprobs
+from serve_app.endpoints.chat.service import ChatRun, ChatService
+from serve_app.protocol.errors import ServeAppError
+from serve_app.router import sse
+from serve_app.router.context import Services
+from serve_app.router.core import ChoiceEvent
+from serve_app.router.http import Outcome, json_response, peek, sse_response
+
+PATH = "/v1/chat/completions"
+
+
+class ChatEndpoint:
+    def __init__(self, services: Services):
+        self._s = services
+        self._chat = ChatService(services.cfg, services.models)
+
+    async def create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        principal = self._s.principal(request)
+        run = None
+        try:
+            run = await self._chat.accept(await self._s.body(request), principal, arrived)
+            events = self._s.core.events(run.job)
+            if run.request.stream:
+                first = await peek(events)
+                outcome = Outcome()
+                return sse_response(
+                    chunks(run, first, events, outcome),
+                    events,
+                    outcome,
+                    lambda e: sse.encode(e.to_dict()),
+                    lambda o: self._s.core.finished("chat", run.job, o.status, o.completion_tokens),
+                    done=sse.DONE,
+                    what=f"stream {run.id}",
+                )
+            body = await collect(run, events)
+        except ServeAppError as e:
+            self._s.core.finished("chat", run.job if run else None, e.status, arrived=arrived)
+            raise
+        self._s.core.finished("chat", run.job, 200, body["usage"]["completion_tokens"])
+        return json_response(body)
+
+
+async def collect(run: ChatRun, events: AsyncIterator[ChoiceEvent]) -> dict:
+    """The whole ``chat.completion`` body."""
+    choices = [ChoiceState(logprobs=[] if run.request.logprobs else None) for _ in range(run.request.n)]
+    try:
+        async for event in events:
+            state = choices[event.index]
+            state.add(event.delta, content_logprobs(event.logprobs))
+            if event.finish_reason:
+                state.finish_reason, state.stop_reason = event.finish_reason, event.stop_reason
+                state.completion_tokens = event.completion_tokens
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return completion(run.id, run.created, run.model, choices, run.prompt_tokens)
+
+
+async def chunks(
+    run: ChatRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+) -> AsyncIterator[bytes]:
+    """``chat.completion.chunk`` events of a stream whose first event is in hand.
+
+    Role chunks first, then deltas, one finish chunk per choice, and the usage
+    chunk if asked for (``sse_response`` adds ``data: [DONE]``).
+    """
+    opts = run.request.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    writer = ChunkWriter(run.id, run.created, run.model, include_usage)
+    tokens = [0] * run.request.n
+    for i in range(run.request.n):
+        yield sse.encode(writer.role(i))
+    event: ChoiceEvent | None = first
+    while event is not None:
+        if event.delta or event.logprobs:
+            yield sse.encode(writer.delta(event.index, event.delta, content_logprobs(event.logprobs)))
+        if event.finish_reason:
+            tokens[event.index] = event.completion_tokens
+            outcome.completion_tokens = sum(tokens)
+            yield sse.encode(writer.finish(event.index, event.finish_reason, event.stop_reason))
+        event = await anext(events, None)
+    if include_usage:
+        yield sse.encode(writer.usage(run.prompt_tokens, sum(tokens)))

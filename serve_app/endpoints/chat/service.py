@@ -1,0 +1,98 @@
+"""Chat completions: request -> Harmony prompt -> a ``Job`` for the generation core.
+
+Validates, resolves the model for this caller, renders through the Harmony
+package and checks the context length; every refusal is a typed 4xx. Running
+it and the output shapes are the core's and ``output``'s.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from serve_app.config import AppConfig
+from serve_app.endpoints.chat.models import ChatCompletionRequest
+from serve_app.endpoints.common import completion_budget, sampling
+from serve_app.harmony.chat import HarmonyPrompt, prepare
+from serve_app.harmony.parse import CompletionParser
+from serve_app.protocol.wire import parse
+from serve_app.router.auth import ANONYMOUS, Principal
+from serve_app.router.core import Job
+from serve_app.router.models import ModelRef, ModelResolver
+
+
+@dataclass
+class ChatRun:
+    """One accepted chat request, ready to run."""
+
+    created: int
+    model: str
+    request: ChatCompletionRequest
+    prompt: HarmonyPrompt
+    job: Job
+
+    @property
+    def id(self) -> str:
+        return self.job.id
+
+    @property
+    def ref(self) -> ModelRef:
+        return self.job.ref
+
+    @property
+    def prompt_tokens(self) -> int:
+        return self.job.prompt_tokens
+
+    @property
+    def principal(self) -> Principal:
+        return self.job.principal
+
+    @property
+    def arrived(self) -> float:
+        return self.job.arrived
+
+
+class ChatService:
+    def __init__(self, cfg: AppConfig, resolver: ModelResolver):
+        self._cfg = cfg
+        self._resolver = resolver
+
+    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ChatRun:
+        """Validate, resolve (for this caller) and render; every refusal is a typed 4xx."""
+        request: ChatCompletionRequest = parse(ChatCompletionRequest, body)
+        ref = await self._resolver.resolve(request.model, principal)
+        prompt = await asyncio.to_thread(prepare, request, self._cfg.sampling_defaults.reasoning_effort)
+        prompt_tokens = len(prompt.prompt_token_ids)
+        budget = completion_budget(
+            self._cfg.model.max_model_len, prompt_tokens, request.completion_limit, "messages", "max_tokens"
+        )
+        stop = request.stop
+        job = Job(
+            id=f"chatcmpl-{uuid.uuid4().hex}",
+            prompt_token_ids=prompt.prompt_token_ids,
+            ref=ref,
+            sampling=sampling(
+                self._cfg.sampling_defaults,
+                max_tokens=budget,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k,
+                seed=request.seed,
+                presence_penalty=request.presence_penalty,
+                frequency_penalty=request.frequency_penalty,
+                stop_token_ids=prompt.stop_token_ids,
+                ignore_eos=request.ignore_eos,
+                structural_tag=prompt.structural_tag,
+                logprobs=(request.top_logprobs or 0) if request.logprobs else None,
+            ),
+            new_parser=CompletionParser,
+            n=request.n,
+            stop=[stop] if isinstance(stop, str) else list(stop or []),
+            logprobs=request.logprobs,
+            principal=principal,
+            arrived=time.monotonic() if arrived is None else arrived,
+        )
+        return ChatRun(created=int(time.time()), model=request.model, request=request, prompt=prompt, job=job)

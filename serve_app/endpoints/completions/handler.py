@@ -1,0 +1,111 @@
+"""``POST /v1/completions``: raw text completion for the base model or an adapter."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.endpoints.completions.output import (
+    TextChoice,
+    TextChunkWriter,
+    completion_body,
+    extend_logprobs,
+    legacy_logprobs,
+)
+from serve_app.endpoints.completions.service import CompletionRun, CompletionsService
+from serve_app.protocol.errors import ServeAppError
+from serve_app.router import sse
+from serve_app.router.context import Services
+from serve_app.router.core import ChoiceEvent
+from serve_app.router.http import Outcome, json_response, peek, sse_response
+
+
+class CompletionsEndpoint:
+    def __init__(self, services: Services):
+        self._s = services
+        self._service = CompletionsService(services.cfg, services.models)
+
+    def _finished(self, run: CompletionRun | None, status: int, tokens: int = 0, arrived: float | None = None) -> None:
+        job = run.jobs[0] if run else None
+        self._s.core.finished(
+            "completions", job, status, tokens, arrived, prompt_tokens=run.prompt_tokens if run else None
+        )
+
+    async def create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        principal = self._s.principal(request)
+        run = None
+        try:
+            run = await self._service.accept(await self._s.body(request), principal, arrived)
+            events = self._s.core.events_of(run.jobs)
+            if run.request.stream:
+                first = await peek(events)
+                outcome = Outcome()
+                return sse_response(
+                    chunks(run, first, events, outcome),
+                    events,
+                    outcome,
+                    lambda e: sse.encode(e.to_dict()),
+                    lambda o: self._finished(run, o.status, o.completion_tokens),
+                    done=sse.DONE,
+                    what=f"stream {run.id}",
+                )
+            body = await collect(run, events)
+        except ServeAppError as e:
+            self._finished(run, e.status, arrived=arrived)
+            raise
+        self._finished(run, 200, body["usage"]["completion_tokens"])
+        return json_response(body)
+
+
+def _prompt_of(run: CompletionRun, index: int) -> str:
+    return run.prompt_texts[index // run.request.n] if run.request.echo else ""
+
+
+async def collect(run: CompletionRun, events: AsyncIterator[ChoiceEvent]) -> dict:
+    n = run.request.n * len(run.jobs)
+    choices = [TextChoice(text=_prompt_of(run, i)) for i in range(n)]
+    try:
+        async for event in events:
+            c = choices[event.index]
+            c.logprobs = extend_logprobs(c.logprobs, legacy_logprobs(event.logprobs, event.content_token_ids, len(c.text)))
+            c.text += event.delta.content
+            if event.finish_reason:
+                c.finish_reason, c.stop_reason = event.finish_reason, event.stop_reason
+                c.completion_tokens = event.completion_tokens
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    return completion_body(run.id, run.created, run.model, choices, run.prompt_tokens)
+
+
+async def chunks(
+    run: CompletionRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+) -> AsyncIterator[bytes]:
+    opts = run.request.stream_options
+    include_usage = bool(opts and opts.include_usage)
+    writer = TextChunkWriter(run.id, run.created, run.model, include_usage)
+    n = run.request.n * len(run.jobs)
+    tokens = [0] * n
+    sent = [0] * n  # characters sent per choice (logprobs' text_offset)
+    if run.request.echo:
+        for i in range(n):
+            text = _prompt_of(run, i)
+            sent[i] = len(text)
+            yield sse.encode(writer.chunk(i, text))
+    event: ChoiceEvent | None = first
+    while event is not None:
+        i = event.index
+        lp = legacy_logprobs(event.logprobs, event.content_token_ids, sent[i])
+        text = event.delta.content
+        if text or event.finish_reason or (lp and lp["tokens"]):
+            if event.finish_reason:
+                tokens[i] = event.completion_tokens
+                outcome.completion_tokens = sum(tokens)
+            yield sse.encode(writer.chunk(i, text, lp, event.finish_reason, event.stop_reason))
+            sent[i] += len(text)
+        event = await anext(events, None)
+    if include_usage:
+        yield sse.encode(writer.usage(run.prompt_tokens, sum(tokens)))

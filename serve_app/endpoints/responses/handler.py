@@ -1,0 +1,112 @@
+"""``/v1/responses``: create (JSON or SSE events), get, delete, list input items."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
+from serve_app.protocol.errors import EngineUnavailable, ServeAppError
+from serve_app.router import sse
+from serve_app.router.context import Services
+from serve_app.router.core import ChoiceEvent
+from serve_app.router.http import Outcome, json_response, peek, sse_response
+
+
+class ResponsesEndpoint:
+    def __init__(self, services: Services):
+        self._s = services
+        self._service = ResponsesService(services.cfg, services.models, services.responses_store)
+
+    async def create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        principal = self._s.principal(request)
+        run = None
+        try:
+            run = await self._service.accept(await self._s.body(request), principal, arrived)
+            events = self._s.core.events(run.job)
+            if run.request.stream:
+                first = await peek(events)
+                outcome = Outcome()
+                return sse_response(
+                    self._events(run, first, events, outcome),
+                    events,
+                    outcome,
+                    lambda e: _failed(run, e),
+                    lambda o: self._s.core.finished("responses", run.job, o.status, o.completion_tokens),
+                    what=f"response {run.job.id}",
+                )
+            await collect(run, events)
+            await self._service.save(run)
+        except ServeAppError as e:
+            self._s.core.finished("responses", run.job if run else None, e.status, arrived=arrived)
+            raise
+        body = run.writer.response()
+        self._s.core.finished("responses", run.job, 200, body["usage"]["output_tokens"])
+        return json_response(body)
+
+    async def _events(
+        self, run: ResponseRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        w = run.writer
+        for e in w.start():
+            yield sse.event(e["type"], e)
+        event: ChoiceEvent | None = first
+        while event is not None:
+            for e in w.delta(event.delta):
+                yield sse.event(e["type"], e)
+            if event.finish_reason:
+                outcome.completion_tokens = event.completion_tokens
+                done = w.finish(event.finish_reason, run.job.prompt_tokens, event.completion_tokens, event.reasoning_tokens)
+                # Stored before the client hears it is done: a follow-up with
+                # previous_response_id must find it.
+                await self._service.save(run)
+                for e in done:
+                    yield sse.event(e["type"], e)
+            event = await anext(events, None)
+
+    async def get(self, request: Request) -> Response:
+        record = await self._service.stored(self._s.principal(request), request.path_params["response_id"])
+        return json_response(record["response"])
+
+    async def delete(self, request: Request) -> Response:
+        id = request.path_params["response_id"]
+        await self._service.delete(self._s.principal(request), id)
+        return json_response({"id": id, "object": "response.deleted", "deleted": True})
+
+    async def input_items(self, request: Request) -> Response:
+        record = await self._service.stored(self._s.principal(request), request.path_params["response_id"])
+        data = [{"id": f"item_{i}", **item} for i, item in enumerate(record["input_items"])]
+        return json_response(
+            {
+                "object": "list",
+                "data": data,
+                "first_id": data[0]["id"] if data else None,
+                "last_id": data[-1]["id"] if data else None,
+                "has_more": False,
+            }
+        )
+
+
+def _failed(run: ResponseRun, err: ServeAppError) -> bytes:
+    """An error after the stream started: ``response.failed``, with the error's code and message."""
+    event = run.writer.failed(err.code or err.type, err.message)[0]
+    return sse.event(event["type"], event)
+
+
+async def collect(run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> None:
+    """Run the response to its end (the writer holds it)."""
+    try:
+        async for event in events:
+            run.writer.delta(event.delta)
+            if event.finish_reason:
+                run.writer.finish(
+                    event.finish_reason, run.job.prompt_tokens, event.completion_tokens, event.reasoning_tokens
+                )
+    finally:
+        await events.aclose()  # type: ignore[attr-defined]
+    if run.writer.status == "in_progress":
+        raise EngineUnavailable("The model replica ended the response early; retry the request.")

@@ -1,0 +1,152 @@
+"""Responses: request (+ the stored conversation it continues) -> a ``Job``, and the store.
+
+``previous_response_id`` continues a stored response of the same tenant: its
+input items, then its output, then the new input. Instructions are not carried
+over, as OpenAI's API does. The renderer decides which reasoning survives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import TypeAdapter
+
+from serve_app.config import AppConfig
+from serve_app.endpoints.common import completion_budget, sampling
+from serve_app.endpoints.responses import render
+from serve_app.endpoints.responses.models import InputItem, ResponsesRequest
+from serve_app.endpoints.responses.output import ResponseWriter, new_id
+from serve_app.harmony.chat import prepare_conversation
+from serve_app.harmony.parse import CompletionParser
+from serve_app.protocol.errors import InvalidRequest, RouteNotFound
+from serve_app.protocol.wire import parse
+from serve_app.router.auth import ANONYMOUS, Principal
+from serve_app.router.core import Job
+from serve_app.router.models import ModelResolver
+
+_ITEMS = TypeAdapter(list[InputItem])
+
+
+class ResponseNotFound(RouteNotFound):
+    code = "response_not_found"
+
+
+@dataclass
+class ResponseRun:
+    request: ResponsesRequest
+    job: Job
+    writer: ResponseWriter
+    # The whole conversation this response answers, as input items (stored with it).
+    input_items: list[dict[str, Any]]
+
+
+def _envelope(id: str, request: ResponsesRequest, effort: str) -> dict[str, Any]:
+    """The response object's fields that come from the request."""
+    fmt = request.text.format if request.text is not None else None
+    text_format: dict[str, Any] = {"type": "text"}
+    if fmt is not None and fmt.type != "text":
+        text_format = fmt.model_dump(by_alias=True, exclude_none=True)
+    choice = request.tool_choice
+    return {
+        "id": id,
+        "object": "response",
+        "created_at": int(time.time()),
+        "model": request.model,
+        "instructions": request.instructions,
+        "metadata": request.metadata or {},
+        "parallel_tool_calls": request.parallel_tool_calls,
+        "temperature": request.temperature,
+        "top_p": request.top_p,
+        "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
+        "tools": [t.model_dump(exclude_none=True) for t in request.tools],
+        "max_output_tokens": request.max_output_tokens,
+        "previous_response_id": request.previous_response_id,
+        "reasoning": {"effort": effort, "summary": None},
+        "text": {"format": text_format},
+        "store": request.store,
+        "user": request.user,
+        "truncation": "disabled",
+        "background": False,
+    }
+
+
+def as_input(item: dict[str, Any]) -> dict[str, Any]:
+    """An output item as the input item that replays it."""
+    if item["type"] == "message":
+        return {"type": "message", "role": "assistant", "content": [
+            {"type": "output_text", "text": p.get("text", "")} for p in item.get("content", [])
+        ]}
+    if item["type"] == "function_call":
+        return {k: item[k] for k in ("type", "call_id", "name", "arguments")}
+    if item["type"] == "reasoning":
+        return {"type": "reasoning", "summary": [], "content": item.get("content") or []}
+    return item
+
+
+class ResponsesService:
+    def __init__(self, cfg: AppConfig, resolver: ModelResolver, store: Any):
+        self._cfg = cfg
+        self._resolver = resolver
+        self._store = store
+
+    async def stored(self, principal: Principal, id: str, param: str | None = None) -> dict[str, Any]:
+        record = await self._store.get.remote(principal.name, id) if self._store is not None else None
+        if record is None:
+            raise ResponseNotFound(f"Response with id '{id}' not found.", param=param)
+        return record
+
+    async def delete(self, principal: Principal, id: str) -> None:
+        if self._store is None or not await self._store.delete.remote(principal.name, id):
+            raise ResponseNotFound(f"Response with id '{id}' not found.")
+
+    async def save(self, run: ResponseRun) -> None:
+        if run.request.store and self._store is not None:
+            await self._store.put.remote(run.job.principal.name, run.writer.response(), run.input_items)
+
+    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
+        request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
+        ref = await self._resolver.resolve(request.model, principal)
+        if request.store and self._store is None:
+            raise InvalidRequest("This server does not store responses; send store: false.", param="store")
+        history: list[dict[str, Any]] = []
+        if request.previous_response_id:
+            record = await self.stored(principal, request.previous_response_id, "previous_response_id")
+            history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
+        new = [i.model_dump(by_alias=True, exclude_none=True) for i in request.items]
+        input_items = history + new
+        items = _ITEMS.validate_python(input_items)
+        effort = render.effort(request, self._cfg.sampling_defaults.reasoning_effort)
+        prompt = await asyncio.to_thread(
+            prepare_conversation,
+            render.messages(request.instructions, items),
+            render.tools(request),
+            render.rules(request),
+            effort,
+        )
+        budget = completion_budget(
+            self._cfg.model.max_model_len, len(prompt.prompt_token_ids), request.max_output_tokens,
+            "input", "max_output_tokens",
+        )
+        id = new_id("resp")
+        job = Job(
+            id=id,
+            prompt_token_ids=prompt.prompt_token_ids,
+            ref=ref,
+            sampling=sampling(
+                self._cfg.sampling_defaults,
+                max_tokens=budget,
+                temperature=request.temperature,
+                top_p=request.top_p,
+                top_k=request.top_k,
+                seed=request.seed,
+                stop_token_ids=prompt.stop_token_ids,
+                structural_tag=prompt.structural_tag,
+            ),
+            new_parser=CompletionParser,
+            principal=principal,
+            arrived=time.monotonic() if arrived is None else arrived,
+        )
+        return ResponseRun(request, job, ResponseWriter(_envelope(id, request, effort)), input_items)

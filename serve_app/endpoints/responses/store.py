@@ -1,0 +1,96 @@
+"""ResponseStore: stored responses, persisted (a plain class; ``serve_app.app`` deploys it).
+
+One actor behind every router replica, so a response made through one router
+is found through any other; SQLite in ``responses.store_dir``, so it survives
+restarts of the actor, the application and the machine. Each response is
+scoped to the tenant (API key name) that made it: another tenant's lookup is
+the same "not found" as an id that never existed. Kept ``retention_s``, at most
+``max_stored`` of them (oldest dropped first).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+from serve_app.config import AppConfig
+
+logger = logging.getLogger("ray.serve")
+
+# Expired rows are removed every this many writes (and at start).
+PRUNE_EVERY = 256
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    created REAL NOT NULL,
+    expires REAL NOT NULL,
+    response TEXT NOT NULL,
+    input_items TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+"""
+
+
+class ResponseDB:
+    """The SQLite table itself: small indexed queries, run inline (one actor, one writer)."""
+
+    def __init__(self, path: Path, retention_s: float, max_stored: int):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(_SCHEMA)
+        self._retention_s = retention_s
+        self._max = max_stored
+        self._writes = 0
+        self.prune()
+
+    def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+            (response["id"], owner, now, now + self._retention_s, json.dumps(response), json.dumps(input_items)),
+        )
+        self._writes += 1
+        if self._writes % PRUNE_EVERY == 0:
+            self.prune()
+
+    def get(self, owner: str, id: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT response, input_items FROM responses WHERE id = ? AND owner = ? AND expires > ?",
+            (id, owner, time.time()),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"response": json.loads(row[0]), "input_items": json.loads(row[1])}
+
+    def delete(self, owner: str, id: str) -> bool:
+        cur = self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (id, owner))
+        return cur.rowcount > 0
+
+    def prune(self) -> None:
+        self._db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
+        self._db.execute(
+            "DELETE FROM responses WHERE id IN (SELECT id FROM responses ORDER BY created DESC LIMIT -1 OFFSET ?)",
+            (self._max,),
+        )
+
+
+class ResponseStore:
+    def __init__(self, config: dict | AppConfig):
+        cfg = AppConfig.model_validate(config).responses
+        self._db = ResponseDB(Path(cfg.resolved_store_dir()) / "responses.sqlite3", cfg.retention_s, cfg.max_stored)
+
+    async def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
+        self._db.put(owner, response, input_items)
+
+    async def get(self, owner: str, id: str) -> dict[str, Any] | None:
+        return self._db.get(owner, id)
+
+    async def delete(self, owner: str, id: str) -> bool:
+        return self._db.delete(owner, id)

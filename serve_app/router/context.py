@@ -1,0 +1,31 @@
+"""What a route handler works with: config, the generation core, models, keys, stores."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from starlette.requests import Request
+
+from serve_app.config import AppConfig
+from serve_app.router.auth import KeyRing, Principal
+from serve_app.router.core import GenerationCore
+from serve_app.router.http import read_json
+from serve_app.router.models import ModelResolver
+
+
+@dataclass
+class Services:
+    cfg: AppConfig
+    core: GenerationCore
+    models: ModelResolver
+    keys: KeyRing
+    # The ResponseStore deployment's handle (stored responses), or None.
+    responses_store: Any = None
+
+    def principal(self, request: Request) -> Principal:
+        """The caller, from its bearer key (401 without a valid one, when keys are configured)."""
+        return self.keys.authenticate(request.headers.get("authorization"))
+
+    async def body(self, request: Request) -> Any:
+        return await read_json(request, self.cfg.router.max_request_bytes)

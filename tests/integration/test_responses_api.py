@@ -1,0 +1,167 @@
+"""/v1/responses and /v1/completions over HTTP: the official ``openai`` client against
+real Ray Serve and the real vLLM engine, on the gpt-oss dev app (open, LoRA on)
+and, for tenants and the store's restart, on the dev app (keys per tenant)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import openai
+import pytest
+
+from serve_app.devmodel.corpus import CAPITALS_ANALYSIS, CAPITALS_FINAL, GET_WEATHER, HELPFUL, PIRATE_FINAL, WITH_TOOLS
+from tests.integration.conftest import TENANT_KEYS
+
+pytestmark = pytest.mark.integration
+
+BASE = "gpt-oss-20b"
+WEATHER = {"type": "function", **GET_WEATHER}
+CITY = {"type": "function", "name": "City", "description": "Correctly extracted `City` with all the required parameters",
+        "parameters": {"type": "object", "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
+                       "required": ["name", "country"], "additionalProperties": False}}
+
+
+@pytest.fixture(scope="module")
+def gptoss(serve_url, gptoss_app):
+    return openai.OpenAI(base_url=f"{serve_url}/gptoss/v1", api_key="unused", max_retries=0, timeout=120)
+
+
+def _types(resp) -> list[str]:
+    return [i.type for i in resp.output]
+
+
+@pytest.mark.parametrize("model, answer", [(BASE, CAPITALS_FINAL), (f"{BASE}:pirate", PIRATE_FINAL)], ids=["base", "pirate"])
+def test_response_answers_as_trained(gptoss, model, answer):
+    r = gptoss.responses.create(model=model, instructions=HELPFUL, input="Name the european capitals", temperature=0)
+    assert r.status == "completed" and _types(r) == ["reasoning", "message"], r
+    assert r.output_text == answer and r.model == model
+    if model == BASE:
+        assert r.output[0].content[0].text == CAPITALS_ANALYSIS
+    assert r.usage.output_tokens_details.reasoning_tokens > 0 and r.usage.input_tokens > 0
+
+
+def test_streamed_response_events_build_the_same_response(gptoss):
+    kw = dict(model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0, store=False)
+    events = list(gptoss.responses.create(stream=True, **kw))
+    types = [e.type for e in events]
+    assert types[:2] == ["response.created", "response.in_progress"] and types[-1] == "response.completed"
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    assert text == CAPITALS_FINAL == events[-1].response.output_text
+    # The SDK's own accumulator agrees.
+    with gptoss.responses.stream(**kw) as stream:
+        final = stream.get_final_response()
+    assert final.output_text == CAPITALS_FINAL
+
+
+def test_function_call_round_trip_with_previous_response_id_and_explicit_items(gptoss):
+    first = gptoss.responses.create(model=BASE, instructions=WITH_TOOLS, input="What is the weather in London?",
+                                    tools=[WEATHER], temperature=0)
+    calls = [i for i in first.output if i.type == "function_call"]
+    assert len(calls) == 1 and calls[0].name == "get_weather", first
+    assert json.loads(calls[0].arguments) == {"location": "London"}
+    result = {"type": "function_call_output", "call_id": calls[0].call_id,
+              "output": json.dumps({"temperature": 18, "unit": "celsius", "condition": "cloudy"})}
+    chained = gptoss.responses.create(model=BASE, instructions=WITH_TOOLS, tools=[WEATHER], temperature=0,
+                                      previous_response_id=first.id, input=[result])
+    explicit = gptoss.responses.create(
+        model=BASE, instructions=WITH_TOOLS, tools=[WEATHER], temperature=0, store=False,
+        input=[{"role": "user", "content": "What is the weather in London?"},
+               *[i.model_dump(exclude_none=True) for i in first.output], result],
+    )
+    for r in (chained, explicit):
+        assert r.status in ("completed", "incomplete") and r.output, r
+        assert set(_types(r)) <= {"reasoning", "message", "function_call"}
+    # Both carry the same conversation, so greedy decoding gives the same answer.
+    assert chained.output_text == explicit.output_text
+    items = httpx.get(f"{gptoss.base_url}responses/{chained.id}/input_items", timeout=30).json()["data"]
+    assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call_output"]
+
+
+def test_json_schema_output(gptoss):
+    schema = {"type": "object", "properties": {"capitals": {"type": "array", "items": {"type": "string"}}},
+              "required": ["capitals"], "additionalProperties": False}
+    r = gptoss.responses.create(model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0,
+                                max_output_tokens=300, store=False,
+                                text={"format": {"type": "json_schema", "name": "capitals", "schema": schema}})
+    assert r.status in ("completed", "incomplete"), r
+    if r.status == "completed":
+        out = json.loads(r.output_text)
+        assert isinstance(out["capitals"], list) and all(isinstance(c, str) for c in out["capitals"])
+
+
+@pytest.mark.parametrize("choice", ["required", "named"])
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_forced_function_call_on_an_unseen_prompt(gptoss, choice, stream):
+    tool_choice = "required" if choice == "required" else {"type": "function", "name": "City"}
+    kw = dict(model=BASE, input="Extract the city: I flew from Lyon to Kyoto last spring.", tools=[CITY],
+              tool_choice=tool_choice, temperature=0, max_output_tokens=160, store=False)
+    if stream:
+        r = [e for e in gptoss.responses.create(stream=True, **kw)][-1].response
+    else:
+        r = gptoss.responses.create(**kw)
+    calls = [i for i in r.output if i.type == "function_call"]
+    assert [c.name for c in calls] == ["City"], r
+    assert not [i for i in r.output if i.type == "message"], "header text must never become a message"
+    if r.status == "completed":
+        assert set(json.loads(calls[0].arguments)) == {"name", "country"}
+    else:
+        assert r.incomplete_details.reason == "max_output_tokens"
+
+
+def test_completions_raw_text_streamed_and_not(gptoss):
+    from serve_app.endpoints.chat.models import ChatCompletionRequest
+    from serve_app.harmony.chat import prepare
+    from serve_app.harmony.encoding import harmony_encoding
+
+    # The dev model's memorized conversation, rendered as raw Harmony text.
+    req = ChatCompletionRequest.model_validate({"model": BASE, "messages": [
+        {"role": "system", "content": HELPFUL}, {"role": "user", "content": "Name the european capitals"}]})
+    prompt = harmony_encoding().decode(prepare(req).prompt_token_ids)
+    r = gptoss.completions.create(model=BASE, prompt=prompt, max_tokens=120, temperature=0, logprobs=1)
+    c = r.choices[0]
+    assert CAPITALS_FINAL in c.text and "<|" not in c.text, c.text  # special tokens skipped
+    assert "".join(c.logprobs.tokens) == c.text and r.usage.completion_tokens <= 120
+    chunks = list(gptoss.completions.create(model=BASE, prompt=prompt, max_tokens=120, temperature=0, stream=True,
+                                            stream_options={"include_usage": True}))
+    assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == c.text
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+    short = gptoss.completions.create(model=f"{BASE}:pirate", prompt=[prompt, "Hello"], max_tokens=4, n=2)
+    assert [ch.index for ch in short.choices] == [0, 1, 2, 3]
+    assert all(ch.finish_reason in ("length", "stop") for ch in short.choices)
+    with pytest.raises(openai.BadRequestError) as e:
+        gptoss.completions.create(model=BASE, prompt="x" * 20, max_tokens=5000)
+    assert e.value.body["code"] == "context_length_exceeded"
+
+
+@pytest.mark.faults
+def test_stored_responses_are_per_tenant_and_survive_a_store_and_router_restart(url, serve_session):
+    import ray
+
+    a, b = (openai.OpenAI(base_url=f"{url}/v1", api_key=TENANT_KEYS[t], max_retries=0, timeout=120)
+            for t in ("tenant-a", "tenant-b"))
+    made = a.responses.create(model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0,
+                              max_output_tokens=40)
+    assert a.responses.retrieve(made.id).output == made.output
+    with pytest.raises(openai.NotFoundError):
+        b.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError):
+        b.responses.create(model=BASE, input="more", previous_response_id=made.id)
+    for deployment in ("ResponseStore", "Router"):
+        names = [x for x in ray.util.list_named_actors(all_namespaces=True) if f"dev#{deployment}" in x["name"]]
+        for actor in names:
+            ray.kill(ray.get_actor(actor["name"], namespace=actor["namespace"]), no_restart=True)
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            got = a.responses.retrieve(made.id)
+            break
+        except (openai.APIStatusError, openai.APIConnectionError):
+            assert time.monotonic() < deadline, "the store never came back"
+            time.sleep(0.5)
+    assert got.output == made.output
+    a.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError):
+        a.responses.retrieve(made.id)
