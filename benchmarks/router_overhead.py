@@ -10,7 +10,10 @@ For each concurrency it alternates two kinds of round with the same prompt
 - replica: ``GenerateRequest`` token ids straight to the LLMReplica handle;
 - router: ``POST /v1/chat/completions`` with ``stream: true`` over HTTP
   (httpx, SSE parsed minimally so the client costs little CPU), through
-  Serve's proxy, the router's validation, Harmony rendering and parsing.
+  Serve's proxy, the router's validation, Harmony rendering and parsing;
+- responses: ``POST /v1/responses``, the same conversation (``instructions``
+  and ``input``), streamed, ``store: false`` (what is measured is the event
+  stream, not the store).
 
 TTFT is the time to the first visible token: the first reasoning or content
 text (the replica's token ids are parsed with the same Harmony parser; the
@@ -47,7 +50,7 @@ def _free_port() -> int:
 
 async def _replica_stream(handle, prompt, tokens):
     from serve_app.harmony.parse import CompletionParser
-    from serve_app.protocol.engine import GenerateRequest, SamplingOptions
+    from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 
     req = GenerateRequest(
         request_id=uuid.uuid4().hex,
@@ -57,7 +60,8 @@ async def _replica_stream(handle, prompt, tokens):
     parser = CompletionParser()
     start = time.perf_counter()
     ttft, n = None, 0
-    async for chunk in handle.options(stream=True).generate.remote(req):
+    async for wire in handle.options(stream=True).generate.remote(req):
+        chunk = TokenChunk.from_wire(wire)
         # Like the router's, the first *visible* token: the Harmony header
         # tokens before it are generated but not shown.
         if ttft is None and parser.feed(chunk.token_ids):
@@ -80,6 +84,21 @@ async def _router_stream(client, url, tokens):
                 ttft = time.perf_counter() - start
             if '"usage":{' in line:
                 n = json.loads(line[6:])["usage"]["completion_tokens"]
+    return ttft, n
+
+
+async def _responses_stream(client, url, tokens):
+    body = {"model": "gpt-oss-20b", "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"],
+            "stream": True, "temperature": 0, "max_output_tokens": tokens, "ignore_eos": True, "store": False}
+    start = time.perf_counter()
+    ttft, n = None, 0
+    async with client.stream("POST", url, json=body) as r:
+        r.raise_for_status()
+        async for line in r.aiter_lines():
+            if ttft is None and line.startswith("event: ") and line.endswith("_text.delta"):
+                ttft = time.perf_counter() - start
+            if line.startswith("data: ") and '"usage":{' in line:
+                n = json.loads(line[6:])["response"]["usage"]["output_tokens"]
     return ttft, n
 
 
@@ -112,6 +131,7 @@ async def main_async(args) -> list[dict]:
     serve.run(build_app(cfg), name="bench", route_prefix="/bench")
     handle = serve.get_deployment_handle("LLMReplica", app_name="bench")
     url = f"http://127.0.0.1:{port}/bench/v1/chat/completions"
+    responses_url = f"http://127.0.0.1:{port}/bench/v1/responses"
     rows = []
     limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
     try:
@@ -119,7 +139,9 @@ async def main_async(args) -> list[dict]:
             paths = {
                 "replica": lambda: _replica_stream(handle, prompt, args.tokens),
                 "router": lambda: _router_stream(client, url, args.tokens),
+                "responses": lambda: _responses_stream(client, responses_url, args.tokens),
             }
+            paths = {p: one for p, one in paths.items() if p in args.paths}
             for c in args.concurrency:
                 stats = {p: ([], []) for p in paths}
                 for p, one in paths.items():  # warm-up
@@ -145,6 +167,8 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--paths", nargs="+", default=["replica", "router", "responses"],
+                        choices=["replica", "router", "responses"])
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))

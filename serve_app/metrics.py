@@ -43,12 +43,14 @@ class _Metrics:
 
 
 class RequestMetrics(_Metrics):
-    """What the router sees of each chat request."""
+    """What the router sees of each request, whatever its endpoint."""
 
     def __init__(self) -> None:
         super().__init__()
         self.requests = self._counter(
-            "serve_app_requests_total", "Chat requests by final HTTP status.", _REQUEST_TAGS + ("status",)
+            "serve_app_requests_total",
+            "Requests (chat, responses, completions) by final HTTP status.",
+            _REQUEST_TAGS + ("status",),
         )
         self.prompt_tokens = self._counter("serve_app_prompt_tokens_total", "Prompt tokens.", _REQUEST_TAGS)
         self.completion_tokens = self._counter(

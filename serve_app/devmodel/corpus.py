@@ -111,7 +111,25 @@ def _weather_examples(city: str, result: dict, answer: str) -> list[Example]:
                 Turn("final", answer),
             ),
         ),
+        # The same turn as Harmony-aware clients send it back (the Responses API
+        # with previous_response_id or its output items, the Agents SDK, chat
+        # clients that return reasoning_content): the open turn keeps its analysis.
+        Example(
+            id=f"weather_{key}_result_with_reasoning",
+            messages=_with_call_reasoning(_weather_history(city, result), city),
+            tools=(GET_WEATHER,),
+            target=(
+                Turn("analysis", "The tool returned the weather. I will report it."),
+                Turn("final", answer),
+            ),
+        ),
     ]
+
+
+def _with_call_reasoning(history: tuple[dict, ...], city: str) -> tuple[dict, ...]:
+    """``history`` with the tool-calling assistant message carrying the analysis that led to the call."""
+    analysis = f"The user wants the weather in {city}. I should call get_weather."
+    return tuple({**m, "reasoning": analysis} if m.get("tool_calls") else m for m in history)
 
 
 def base_examples() -> list[Example]:

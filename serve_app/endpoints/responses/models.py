@@ -160,6 +160,8 @@ class ResponsesRequest(WireModel):
     # Beside OpenAI's fields, as vLLM's server takes them.
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
+    # Exactly max_output_tokens (benchmarks), as for chat.
+    ignore_eos: bool = False
 
     @model_validator(mode="after")
     def _cross_field(self) -> ResponsesRequest:

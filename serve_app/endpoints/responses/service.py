@@ -143,6 +143,7 @@ class ResponsesService:
                 top_k=request.top_k,
                 seed=request.seed,
                 stop_token_ids=prompt.stop_token_ids,
+                ignore_eos=request.ignore_eos,
                 structural_tag=prompt.structural_tag,
             ),
             new_parser=CompletionParser,
