@@ -21,7 +21,7 @@ from serve_app.endpoints.responses.models import InputItem, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
 from serve_app.harmony.chat import prepare_conversation
 from serve_app.harmony.parse import CompletionParser
-from serve_app.protocol.errors import InvalidRequest, RouteNotFound
+from serve_app.protocol.errors import RouteNotFound
 from serve_app.protocol.wire import parse
 from serve_app.router.auth import ANONYMOUS, Principal
 from serve_app.router.core import Job
@@ -109,8 +109,9 @@ class ResponsesService:
     async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
         request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
         ref = await self._resolver.resolve(request.model, principal)
-        if request.store and self._store is None:
-            raise InvalidRequest("This server does not store responses; send store: false.", param="store")
+        if self._store is None:
+            # responses.enabled is off: nothing is kept, and the response says so.
+            request.store = False
         history: list[dict[str, Any]] = []
         if request.previous_response_id:
             record = await self.stored(principal, request.previous_response_id, "previous_response_id")
