@@ -1,6 +1,6 @@
 # Two commands on a fresh machine:
 #   make serve   build the CPU dev model if needed and serve it on 127.0.0.1:8000
-#   make test    run the whole test suite
+#   make test    run the whole test suite (make lint: ruff and mypy, which CI runs first)
 # Both create .venv in the repository root if it is missing.
 
 PYTHON ?= python3
@@ -21,14 +21,14 @@ CUDA_ONLY := torchvision torchaudio torchcodec triton
 HAPROXY ?= $(if $(shell command -v haproxy 2>/dev/null),1,0)
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 $(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
 
-.PHONY: serve test bench devmodel install clean-venv
+.PHONY: serve test lint bench devmodel install clean-venv
 
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[cpu,test]'
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[cpu,test,lint]'
 	$(PY) -m pip uninstall --quiet --yes $(CUDA_ONLY) 2>/dev/null || true
 	touch $@
 
@@ -46,6 +46,12 @@ bench: devmodel
 
 test: devmodel
 	$(PY) -m pytest -q
+
+# ruff (lint and format) and mypy over the code; CI runs it before the tests.
+lint: install
+	$(VENV)/bin/ruff check serve_app benchmarks tests examples
+	$(VENV)/bin/ruff format --check serve_app benchmarks tests examples
+	$(VENV)/bin/mypy
 
 clean-venv:
 	rm -rf $(VENV)

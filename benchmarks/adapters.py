@@ -45,8 +45,15 @@ def _free_port() -> int:
 
 
 async def _stream(client, url, model, tokens=32, ignore_eos=False):
-    body = {"model": model, "messages": MESSAGES, "stream": True, "temperature": 0, "max_tokens": tokens,
-            "ignore_eos": ignore_eos, "stream_options": {"include_usage": True}}
+    body = {
+        "model": model,
+        "messages": MESSAGES,
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": tokens,
+        "ignore_eos": ignore_eos,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
     ttft, n = None, 0
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
@@ -54,7 +61,7 @@ async def _stream(client, url, model, tokens=32, ignore_eos=False):
         async for line in r.aiter_lines():
             if not line.startswith("data: {"):
                 continue
-            if ttft is None and ('"reasoning' in line or '"content":"' in line and '"content":""' not in line):
+            if ttft is None and ('"reasoning' in line or ('"content":"' in line and '"content":""' not in line)):
                 ttft = time.perf_counter() - start
             if '"usage":{' in line:
                 n = json.loads(line[6:])["usage"]["completion_tokens"]
@@ -62,8 +69,9 @@ async def _stream(client, url, model, tokens=32, ignore_eos=False):
 
 
 async def _register(client, url, name, source):
-    r = await client.post(url + "/v1/adapters", json={"name": name, "source": source},
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    r = await client.post(
+        url + "/v1/adapters", json={"name": name, "source": source}, headers={"Authorization": f"Bearer {ADMIN_KEY}"}
+    )
     r.raise_for_status()
     return r.json()
 
@@ -72,8 +80,12 @@ def _args(store: str, cache: str, replicas: int) -> dict:
     args = yaml.safe_load((REPO / "configs" / "dev-cpu.yaml").read_text())["applications"][0]["args"]
     args["lora"].update(max_loras=8, max_cpu_loras=8)
     args["engine"]["max_num_seqs"] = 32
-    args["adapters"] = {"store_dir": store, "replica_cache_dir": cache, "source_roots": ["devmodel:adapters"],
-                        "refresh_s": 0.5}
+    args["adapters"] = {
+        "store_dir": store,
+        "replica_cache_dir": cache,
+        "source_roots": ["devmodel:adapters"],
+        "refresh_s": 0.5,
+    }
     args["replica"]["autoscaling"] = {"min_replicas": replicas, "max_replicas": replicas}
     return args
 
@@ -88,8 +100,9 @@ async def _single_replica(client, url, adapters_src) -> dict:
         t1 = time.perf_counter()
         ttft, _ = await _stream(client, url, f"gpt-oss-20b:cold{i}")
         cold.append((1000 * (t1 - t0), 1000 * ttft, 1000 * (t1 - t0 + ttft)))
-    out["cold"] = {k: statistics.median(c[i] for c in cold) for i, k in
-                   enumerate(("register_ms", "first_token_ms", "total_ms"))}
+    out["cold"] = {
+        k: statistics.median(c[i] for c in cold) for i, k in enumerate(("register_ms", "first_token_ms", "total_ms"))
+    }
     # 2. switching between loaded adapters (both warm)
     for name in ("a0", "a1"):
         await _register(client, url, name, adapters_src + ("/pirate" if name == "a0" else "/terse"))
@@ -160,8 +173,12 @@ async def main_async(args) -> dict:
                     break
             for s in seen.values():
                 loads += sum(s["loads"].values())
-            results["affinity"] = {"requests": sent, "engine_loads": loads, "replicas_seen": len(seen),
-                                   "hit_share": 1 - loads / sent}
+            results["affinity"] = {
+                "requests": sent,
+                "engine_loads": loads,
+                "replicas_seen": len(seen),
+                "hit_share": 1 - loads / sent,
+            }
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -177,20 +194,26 @@ def main() -> None:
     c = r["cold"]
     print("\n| measurement | value |\n|---|---:|")
     print(f"| registration (POST /v1/adapters) | {c['register_ms']:.0f} ms |")
-    print(f"| first token of its first request (fetch + checks + engine load + prefill) | {c['first_token_ms']:.0f} ms |")
+    print(
+        f"| first token of its first request (fetch + checks + engine load + prefill) | {c['first_token_ms']:.0f} ms |"
+    )
     print(f"| registration -> first token, total | {c['total_ms']:.0f} ms |")
     for label, v in r["switch"].items():
         print(f"| TTFT p50, c=1, {label} | {v:.1f} ms |")
     sw = r["switch"]
-    print(f"| added TTFT when switching between loaded adapters (vs. same adapter) | "
-          f"{sw['switching adapters'] - sw['same adapter']:+.1f} ms |")
+    print(
+        f"| added TTFT when switching between loaded adapters (vs. same adapter) | "
+        f"{sw['switching adapters'] - sw['same adapter']:+.1f} ms |"
+    )
     for label, v in r["throughput"].items():
         print(f"| out tok/s, c=16, {label} | {v:.1f} |")
     t = r["throughput"]
     print(f"| adapters / base throughput | {t['8 adapters round-robin'] / t['base only']:.2f} |")
     a = r["affinity"]
-    print(f"| 2 replicas: adapter requests on a replica already holding the adapter | {100 * a['hit_share']:.1f}% "
-          f"({a['requests']} requests, {a['engine_loads']} engine loads, {a['replicas_seen']} replicas) |")
+    print(
+        f"| 2 replicas: adapter requests on a replica already holding the adapter | {100 * a['hit_share']:.1f}% "
+        f"({a['requests']} requests, {a['engine_loads']} engine loads, {a['replicas_seen']} replicas) |"
+    )
     if args.json:
         print(json.dumps(r))
 

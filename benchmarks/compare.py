@@ -54,8 +54,8 @@ from pathlib import Path
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import cpu_roles  # noqa: E402
-import loadgen  # noqa: E402
+import cpu_roles
+import loadgen
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_CONFIG = REPO / "configs" / "dev-cpu-gptoss.yaml"
@@ -85,9 +85,9 @@ def is_gpt_oss(cfg) -> bool:
 
 def harmony_template(cfg) -> tuple[str, int]:
     """A chat template whose output is this project's Harmony prompt for loadgen.MESSAGES."""
+    from serve_app.endpoints.chat.models import ChatCompletionRequest
     from serve_app.harmony.chat import prepare
     from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
-    from serve_app.endpoints.chat.models import ChatCompletionRequest
 
     use_vocab_dir(cfg.model.resolved_vocab_dir())
     request = ChatCompletionRequest.model_validate({"model": cfg.model.served_name, "messages": loadgen.MESSAGES})
@@ -213,10 +213,14 @@ def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Pa
             _wait_ready(url, proc, want)
             import httpx
 
-            r = httpx.post(f"{url}/v1/chat/completions", timeout=120, json={
-                "model": "gpt-oss-20b", "messages": loadgen.MESSAGES, "max_tokens": 4})
-            print(f"{name}: ready; the benchmark prompt is {r.json()['usage']['prompt_tokens']} tokens",
-                  file=sys.stderr)
+            r = httpx.post(
+                f"{url}/v1/chat/completions",
+                timeout=120,
+                json={"model": "gpt-oss-20b", "messages": loadgen.MESSAGES, "max_tokens": 4},
+            )
+            print(
+                f"{name}: ready; the benchmark prompt is {r.json()['usage']['prompt_tokens']} tokens", file=sys.stderr
+            )
             sampler = MemorySampler(proc.pid)
             root_role = "ingress" if name == "vllm" else "ray"  # vLLM's API server / the serve run driver
 
@@ -225,8 +229,18 @@ def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Pa
                 return lambda tokens: cpu_roles.Window.between(before, cpu_roles.snapshot(proc.pid, root_role), tokens)
 
             levels = asyncio.run(
-                loadgen.sweep(url, "gpt-oss-20b", adapters, template, ["base", "uniform"], args.concurrency,
-                              args.output_tokens, args.requests, target=name, measure=measure)
+                loadgen.sweep(
+                    url,
+                    "gpt-oss-20b",
+                    adapters,
+                    template,
+                    ["base", "uniform"],
+                    args.concurrency,
+                    args.output_tokens,
+                    args.requests,
+                    target=name,
+                    measure=measure,
+                )
             )
             return levels, sampler.stop()
         finally:
@@ -236,8 +250,10 @@ def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Pa
 def cpu_table(levels: list) -> str:
     """CPU microseconds per output token by role, one row per server and level."""
     cols = ["ingress", "router", "replica", "data_path", "engine", "ray"]
-    lines = ["| target | mix | c | " + " | ".join(f"{c} us/tok" for c in cols) + " | busiest data-path process |",
-             "|" + "---|" * (len(cols) + 4)]
+    lines = [
+        "| target | mix | c | " + " | ".join(f"{c} us/tok" for c in cols) + " | busiest data-path process |",
+        "|" + "---|" * (len(cols) + 4),
+    ]
     for lv in levels:
         w = lv.cpu
         cells = [f"{w.us_per_token(c):.0f}" for c in cols[:3]] + [f"{w.data_path_us():.0f}"]
@@ -255,8 +271,13 @@ def main() -> None:
     p.add_argument("--output-tokens", type=int, default=64)
     p.add_argument("--requests", type=int, default=0, help="per level; default max(4 * concurrency, 16)")
     p.add_argument("--only", choices=["vllm", "ours"], help="run one side (no ratios)")
-    p.add_argument("--ours-env", nargs="*", default=[], metavar="KEY=VALUE",
-                   help="extra environment for serve run (Ray Serve settings)")
+    p.add_argument(
+        "--ours-env",
+        nargs="*",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for serve run (Ray Serve settings)",
+    )
     p.add_argument("--json")
     args = p.parse_args()
     # Run from a script's background job, SIGINT arrives ignored and the
@@ -268,8 +289,12 @@ def main() -> None:
     config = args.config if args.config.is_absolute() else REPO / args.config
     cfg = AppConfig.model_validate(_dev_args(config))
     adapters = list(bootstrap_adapters(cfg))
-    env = {**os.environ, "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-           "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", "")}
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", ""),
+    }
     env.pop("SERVE_APP_API_KEYS", None)
     env.pop("SERVE_APP_API_KEYS_FILE", None)
     scratch = Path(tempfile.mkdtemp(prefix="serve-app-bench-"))
@@ -284,8 +309,15 @@ def main() -> None:
         port = _free_port()
         print(f"vLLM OpenAI server on :{port}", file=sys.stderr)
         results["vllm"] = run_target(
-            "vllm", vllm_command(cfg, port, template_path), env, f"http://127.0.0.1:{port}",
-            {"gpt-oss-20b", *adapters}, "{adapter}", adapters, args, scratch / "vllm.log",
+            "vllm",
+            vllm_command(cfg, port, template_path),
+            env,
+            f"http://127.0.0.1:{port}",
+            {"gpt-oss-20b", *adapters},
+            "{adapter}",
+            adapters,
+            args,
+            scratch / "vllm.log",
         )
     if args.only in (None, "ours"):
         port = _free_port()
@@ -299,8 +331,14 @@ def main() -> None:
         print(f"this project (serve run) on :{port} {' '.join(args.ours_env)}", file=sys.stderr)
         serve = str(Path(sys.executable).parent / "serve")
         results["ours"] = run_target(
-            "ours", [serve, "run", str(scratch / "serve.yaml")], ours_env, f"http://127.0.0.1:{port}",
-            {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in adapters)}, "{base}:{adapter}", adapters, args,
+            "ours",
+            [serve, "run", str(scratch / "serve.yaml")],
+            ours_env,
+            f"http://127.0.0.1:{port}",
+            {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in adapters)},
+            "{base}:{adapter}",
+            adapters,
+            args,
             scratch / "ours.log",
         )
 
@@ -312,15 +350,25 @@ def main() -> None:
     merged = {name: cpu_roles.merge([lv.cpu for lv in lvs]) for name, (lvs, _) in results.items()}
     if args.json:
         out = [{**asdict(lv), "cpu": lv.cpu.summary()} for lv in levels]
-        Path(args.json).write_text(json.dumps({
-            "levels": out, "memory": {k: v[1] for k, v in results.items()},
-            "cpu": {k: w.summary() for k, w in merged.items()}, "ours_env": args.ours_env}, indent=1))
+        Path(args.json).write_text(
+            json.dumps(
+                {
+                    "levels": out,
+                    "memory": {k: v[1] for k, v in results.items()},
+                    "cpu": {k: w.summary() for k, w in merged.items()},
+                    "ours_env": args.ours_env,
+                },
+                indent=1,
+            )
+        )
     print(f"(logs: {scratch})")
     for name, w in merged.items():
         busy = w.busiest()
-        print(f"cpu_per_token {name}: data path {w.data_path_us():.0f} us "
-              f"({', '.join(f'{r} {w.us_per_token(r):.0f}' for r in cpu_roles.ROLES)}); busiest "
-              f"{busy.name if busy else '-'}")
+        print(
+            f"cpu_per_token {name}: data path {w.data_path_us():.0f} us "
+            f"({', '.join(f'{r} {w.us_per_token(r):.0f}' for r in cpu_roles.ROLES)}); busiest "
+            f"{busy.name if busy else '-'}"
+        )
     if len(results) == 2:
         theirs = {(lv.mix, lv.concurrency): lv for lv in results["vllm"][0]}
         for lv in results["ours"][0]:
@@ -332,8 +380,11 @@ def main() -> None:
         print(f"cpu_per_token data_path: {merged['ours'].data_path_us() / merged['vllm'].data_path_us():.2f}")
     if "ours" in merged:
         busy = merged["ours"].busiest()
-        print(f"cpu_per_token busiest_process_us: {1e6 * busy.cpu_s / max(merged['ours'].tokens, 1):.0f}"
-              if busy else "cpu_per_token busiest_process_us: -")
+        print(
+            f"cpu_per_token busiest_process_us: {1e6 * busy.cpu_s / max(merged['ours'].tokens, 1):.0f}"
+            if busy
+            else "cpu_per_token busiest_process_us: -"
+        )
 
 
 if __name__ == "__main__":

@@ -117,8 +117,11 @@ class Window:
             "busiest": None if busy is None else busy.name,
             "busiest_us": None if busy is None else round(1e6 * busy.cpu_s / max(self.tokens, 1), 1),
             "processes": sorted(
-                ({"pid": p.pid, "name": p.name, "role": p.role, "cpu_s": round(p.cpu_s, 3)} for p in self.procs
-                 if p.cpu_s > 0),
+                (
+                    {"pid": p.pid, "name": p.name, "role": p.role, "cpu_s": round(p.cpu_s, 3)}
+                    for p in self.procs
+                    if p.cpu_s > 0
+                ),
                 key=lambda d: -d["cpu_s"],
             ),
         }

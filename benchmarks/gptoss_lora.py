@@ -60,8 +60,11 @@ async def _first_token_s(client, url: str, model: str) -> float:
 
 
 async def _register(client, url: str, name: str, source: Path) -> None:
-    r = await client.post(url + "/v1/adapters", json={"name": name, "source": str(source)},
-                          headers={"Authorization": f"Bearer {ADMIN_KEY}"})
+    r = await client.post(
+        url + "/v1/adapters",
+        json={"name": name, "source": str(source)},
+        headers={"Authorization": f"Bearer {ADMIN_KEY}"},
+    )
     r.raise_for_status()
 
 
@@ -76,8 +79,9 @@ async def _cold_starts(url: str, source: Path) -> list[dict]:
             t1 = time.perf_counter()
             # The router learns of it within adapters.refresh_s; its admin call refreshes at once.
             first = await _first_token_s(client, url, f"gpt-oss-20b:cold{i}")
-            out.append({"register_ms": 1000 * (t1 - t0), "first_token_ms": 1000 * first,
-                        "total_ms": 1000 * (t1 - t0 + first)})
+            out.append(
+                {"register_ms": 1000 * (t1 - t0), "first_token_ms": 1000 * first, "total_ms": 1000 * (t1 - t0 + first)}
+            )
         await _register(client, url, "attn", source.parent / "attn")
     return out
 
@@ -86,9 +90,24 @@ def _load(url: str, adapter: str | None, args) -> dict:
     out = Path(tempfile.mkstemp(suffix=".json")[1])
     mix = ["--mix", "base"] if adapter is None else ["--mix", "uniform", "--adapters", adapter]
     subprocess.run(
-        [sys.executable, str(REPO / "benchmarks" / "loadgen.py"), "--url", url, "--model", "gpt-oss-20b", *mix,
-         "--concurrency", str(args.concurrency), "--requests", str(args.requests), "--json", str(out)],
-        check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        [
+            sys.executable,
+            str(REPO / "benchmarks" / "loadgen.py"),
+            "--url",
+            url,
+            "--model",
+            "gpt-oss-20b",
+            *mix,
+            "--concurrency",
+            str(args.concurrency),
+            "--requests",
+            str(args.requests),
+            "--json",
+            str(out),
+        ],
+        check=True,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     rows = json.loads(out.read_text())
     return rows[0] if isinstance(rows, list) else rows
@@ -108,12 +127,22 @@ def main() -> None:
     from serve_app.devmodel.paths import default_dir
 
     tmp = Path(tempfile.mkdtemp(prefix="gptoss-lora-bench-"))
-    subprocess.run([sys.executable, str(REPO / "tests/integration/peft_reference.py"),
-                    str(default_dir() / "gptoss"), str(tmp / "made")], check=True)
+    subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "tests/integration/peft_reference.py"),
+            str(default_dir() / "gptoss"),
+            str(tmp / "made"),
+        ],
+        check=True,
+    )
     shutil.copytree(default_dir() / "adapters" / "gptoss-pirate", tmp / "made" / "pirate-copy")
     cfg = yaml.safe_load((REPO / "configs" / "dev-cpu-gptoss.yaml").read_text())["applications"][0]["args"]
-    cfg["adapters"].update(store_dir=str(tmp / "store"), replica_cache_dir=str(tmp / "cache"),
-                           source_roots=["devmodel:adapters", str(tmp / "made")])
+    cfg["adapters"].update(
+        store_dir=str(tmp / "store"),
+        replica_cache_dir=str(tmp / "cache"),
+        source_roots=["devmodel:adapters", str(tmp / "made")],
+    )
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
     port = _free_port()
@@ -130,15 +159,21 @@ def main() -> None:
         ray.shutdown()
         shutil.rmtree(tmp, ignore_errors=True)
 
-    print("\n| registration -> first token (cold gpt-oss adapter, attention + experts) | register ms | first token ms "
-          "| total ms |\n|---|---:|---:|---:|")
+    print(
+        "\n| registration -> first token (cold gpt-oss adapter, attention + experts) | register ms | first token ms "
+        "| total ms |\n|---|---:|---:|---:|"
+    )
     for i, c in enumerate(results["cold"]):
         print(f"| try {i + 1} | {c['register_ms']:.0f} | {c['first_token_ms']:.0f} | {c['total_ms']:.0f} |")
-    print(f"\n| gpt-oss dev model, c={args.concurrency}, 64 output tokens | out tok/s | TTFT p50 ms | TTFT p99 ms "
-          "| ITL p50 ms |\n|---|---:|---:|---:|---:|")
+    print(
+        f"\n| gpt-oss dev model, c={args.concurrency}, 64 output tokens | out tok/s | TTFT p50 ms | TTFT p99 ms "
+        "| ITL p50 ms |\n|---|---:|---:|---:|---:|"
+    )
     for kind, row in results["load"].items():
-        print(f"| {kind} | {row['tok_s']:.1f} | {row['ttft_p50_ms']:.0f} | {row['ttft_p99_ms']:.0f} "
-              f"| {row['itl_p50_ms']:.1f} |")
+        print(
+            f"| {kind} | {row['tok_s']:.1f} | {row['ttft_p50_ms']:.0f} | {row['ttft_p99_ms']:.0f} "
+            f"| {row['itl_p50_ms']:.1f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

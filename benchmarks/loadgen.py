@@ -70,7 +70,7 @@ class Level:
     cpu: Any = None
 
 
-def _pct(values: list[float], q: float) -> float:
+def _pct(values: list[float], q: int) -> float:
     if not values:
         return float("nan")
     if len(values) == 1:
@@ -132,7 +132,7 @@ async def one(session, url: str, model: str, tokens: int, headers: dict) -> Samp
     s.e2e_s = time.perf_counter() - t0
     if first is not None:
         s.ttft_s = first - t0
-        if s.tokens > 1:
+        if s.tokens > 1 and last is not None:
             s.itl_s = (last - first) / (s.tokens - 1)
     if s.error is None and s.tokens != tokens:
         s.error = f"tokens {s.tokens} != {tokens}"
@@ -213,10 +213,11 @@ async def sweep(
     async with aiohttp.ClientSession(connector=connector, timeout=timeout) as session:
         for mix, c, n in plan:
             warm = models_for(mix, base, adapters, template, len(adapters) + c)
-            await run_level(session, url, sorted(set(warm)) + warm[: c], c, tokens, headers)
+            await run_level(session, url, sorted(set(warm)) + warm[:c], c, tokens, headers)
             end = measure() if measure is not None else None
-            samples, wall = await run_level(session, url, models_for(mix, base, adapters, template, n), c, tokens,
-                                            headers, bar)
+            samples, wall = await run_level(
+                session, url, models_for(mix, base, adapters, template, n), c, tokens, headers, bar
+            )
             level = summarize(target, mix, c, samples, wall)
             if end is not None:
                 level.cpu = end(sum(s.tokens for s in samples if s.error is None))
@@ -226,8 +227,20 @@ async def sweep(
     return levels
 
 
-COLUMNS = ["target", "mix", "concurrency", "requests", "errors", "tok_s", "ttft_p50_ms", "ttft_p99_ms",
-           "itl_p50_ms", "itl_p99_ms", "e2e_p50_ms", "e2e_p99_ms"]
+COLUMNS = [
+    "target",
+    "mix",
+    "concurrency",
+    "requests",
+    "errors",
+    "tok_s",
+    "ttft_p50_ms",
+    "ttft_p99_ms",
+    "itl_p50_ms",
+    "itl_p99_ms",
+    "e2e_p50_ms",
+    "e2e_p99_ms",
+]
 
 
 def table(levels: list[Level], extra: dict[str, dict] | None = None) -> str:
@@ -255,8 +268,20 @@ def main() -> None:
     p.add_argument("--target", default="target")
     p.add_argument("--json")
     a = p.parse_args()
-    levels = asyncio.run(sweep(a.url, a.model, a.adapters, a.adapter_model, a.mix, a.concurrency,
-                               a.output_tokens, a.requests, a.api_key, a.target))
+    levels = asyncio.run(
+        sweep(
+            a.url,
+            a.model,
+            a.adapters,
+            a.adapter_model,
+            a.mix,
+            a.concurrency,
+            a.output_tokens,
+            a.requests,
+            a.api_key,
+            a.target,
+        )
+    )
     print(table(levels))
     if a.json:
         with open(a.json, "w") as f:

@@ -64,7 +64,16 @@ class BurstResult:
         return rows
 
 
-async def _one(client, url: str, model: str, tokens: int, headers: dict, outcome: Outcome, started: asyncio.Event | None, timeout_s: float) -> None:
+async def _one(
+    client,
+    url: str,
+    model: str,
+    tokens: int,
+    headers: dict,
+    outcome: Outcome,
+    started: asyncio.Event | None,
+    timeout_s: float,
+) -> None:
     body = {
         "model": model,
         "messages": MESSAGES,
@@ -122,9 +131,11 @@ async def burst(
         for i in range(ongoing + queued):
             o = Outcome("fitting")
             result.outcomes.append(o)
-            fitting.append(asyncio.create_task(
-                _one(client, url, model, tokens, headers, o, events[i] if i < ongoing else None, timeout_s)
-            ))
+            fitting.append(
+                asyncio.create_task(
+                    _one(client, url, model, tokens, headers, o, events[i] if i < ongoing else None, timeout_s)
+                )
+            )
             if i == ongoing - 1:
                 # Running first, then the queued ones, so that which requests
                 # hold the slots does not depend on arrival races.
@@ -179,8 +190,10 @@ def main() -> None:
         print("| requests | sent | completed | refused 429 | other errors | hung | slowest s |")
         print("|---|---:|---:|---:|---:|---:|---:|")
         for r in rows:
-            print(f"| {r['requests']} | {r['sent']} | {r['completed']} | {r['refused_429']} | "
-                  f"{r['other_errors']} | {r['hung']} | {r['max_s']} |")
+            print(
+                f"| {r['requests']} | {r['sent']} | {r['completed']} | {r['refused_429']} | "
+                f"{r['other_errors']} | {r['hung']} | {r['max_s']} |"
+            )
         refusal = next((o for o in result.outcomes if o.status == 429), None)
         if refusal:
             print(f"a refusal: Retry-After {refusal.retry_after}, error {json.dumps(refusal.error)}")

@@ -75,13 +75,15 @@ async def main_async(args) -> list[dict]:
                 tps.append(t)
                 ttfts += tt
                 chunks.append(c)
-            rows.append({
-                "mode": label,
-                "concurrency": args.concurrency,
-                "tokens_per_s": statistics.median(tps),
-                "ttft_p50_ms": 1000 * statistics.median(ttfts),
-                "chunks_per_stream": statistics.mean(chunks),
-            })
+            rows.append(
+                {
+                    "mode": label,
+                    "concurrency": args.concurrency,
+                    "tokens_per_s": statistics.median(tps),
+                    "ttft_p50_ms": 1000 * statistics.median(ttfts),
+                    "chunks_per_stream": statistics.mean(chunks),
+                }
+            )
     finally:
         serve.shutdown()
         ray.shutdown()
@@ -97,8 +99,10 @@ def main() -> None:
     rows = asyncio.run(main_async(args))
     print(f"\n{'mode':<16}{'conc':>6}{'out tok/s':>12}{'TTFT p50 ms':>14}{'chunks/stream':>16}")
     for r in rows:
-        print(f"{r['mode']:<16}{r['concurrency']:>6}{r['tokens_per_s']:>12.1f}{r['ttft_p50_ms']:>14.1f}"
-              f"{r['chunks_per_stream']:>16.1f}")
+        print(
+            f"{r['mode']:<16}{r['concurrency']:>6}{r['tokens_per_s']:>12.1f}{r['ttft_p50_ms']:>14.1f}"
+            f"{r['chunks_per_stream']:>16.1f}"
+        )
     base = rows[0]["tokens_per_s"]
     print(f"adapter / base throughput: {rows[1]['tokens_per_s'] / base:.2f}")
 

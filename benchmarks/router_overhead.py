@@ -71,8 +71,15 @@ async def _replica_stream(handle, prompt, tokens):
 
 
 async def _router_stream(client, url, tokens):
-    body = {"model": "gpt-oss-20b", "messages": MESSAGES, "stream": True, "temperature": 0,
-            "max_tokens": tokens, "ignore_eos": True, "stream_options": {"include_usage": True}}
+    body = {
+        "model": "gpt-oss-20b",
+        "messages": MESSAGES,
+        "stream": True,
+        "temperature": 0,
+        "max_tokens": tokens,
+        "ignore_eos": True,
+        "stream_options": {"include_usage": True},
+    }
     start = time.perf_counter()
     ttft, n = None, 0
     async with client.stream("POST", url, json=body) as r:
@@ -80,7 +87,9 @@ async def _router_stream(client, url, tokens):
         async for line in r.aiter_lines():
             if not line.startswith("data: ") or line == "data: [DONE]":
                 continue
-            if ttft is None and ('"content":"' in line[:400] and '"content":""' not in line[:400] or '"reasoning' in line[:400]):
+            if ttft is None and (
+                ('"content":"' in line[:400] and '"content":""' not in line[:400]) or '"reasoning' in line[:400]
+            ):
                 ttft = time.perf_counter() - start
             if '"usage":{' in line:
                 n = json.loads(line[6:])["usage"]["completion_tokens"]
@@ -88,8 +97,16 @@ async def _router_stream(client, url, tokens):
 
 
 async def _responses_stream(client, url, tokens):
-    body = {"model": "gpt-oss-20b", "instructions": MESSAGES[0]["content"], "input": MESSAGES[1]["content"],
-            "stream": True, "temperature": 0, "max_output_tokens": tokens, "ignore_eos": True, "store": False}
+    body = {
+        "model": "gpt-oss-20b",
+        "instructions": MESSAGES[0]["content"],
+        "input": MESSAGES[1]["content"],
+        "stream": True,
+        "temperature": 0,
+        "max_output_tokens": tokens,
+        "ignore_eos": True,
+        "store": False,
+    }
     start = time.perf_counter()
     ttft, n = None, 0
     async with client.stream("POST", url, json=body) as r:
@@ -115,16 +132,18 @@ async def main_async(args) -> list[dict]:
     from ray import serve
 
     from serve_app.app import build_app
+    from serve_app.config import AppConfig
+    from serve_app.endpoints.chat.models import ChatCompletionRequest
     from serve_app.harmony.chat import prepare
     from serve_app.harmony.encoding import use_vocab_dir
-    from serve_app.endpoints.chat.models import ChatCompletionRequest
-    from serve_app.config import AppConfig
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     cfg = yaml.safe_load((REPO / "configs" / "dev-cpu.yaml").read_text())["applications"][0]["args"]
     use_vocab_dir(AppConfig.model_validate(cfg).model.resolved_vocab_dir())
     # The very prompt the router renders, so both paths do the same engine work.
-    prompt = prepare(ChatCompletionRequest.model_validate({"model": "gpt-oss-20b", "messages": MESSAGES})).prompt_token_ids
+    prompt = prepare(
+        ChatCompletionRequest.model_validate({"model": "gpt-oss-20b", "messages": MESSAGES})
+    ).prompt_token_ids
     port = _free_port()
     ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
@@ -143,8 +162,8 @@ async def main_async(args) -> list[dict]:
             }
             paths = {p: one for p, one in paths.items() if p in args.paths}
             for c in args.concurrency:
-                stats = {p: ([], []) for p in paths}
-                for p, one in paths.items():  # warm-up
+                stats: dict[str, tuple[list[float], list[float]]] = {p: ([], []) for p in paths}
+                for one in paths.values():  # warm-up
                     await _round(one, c)
                 for _ in range(args.rounds):
                     for p, one in paths.items():
@@ -153,8 +172,15 @@ async def main_async(args) -> list[dict]:
                         stats[p][1].extend(ttfts)
                 for p, (tps, ttfts) in stats.items():
                     q = statistics.quantiles(ttfts, n=100) if len(ttfts) > 1 else ttfts * 99
-                    rows.append({"path": p, "concurrency": c, "tokens_per_s": statistics.median(tps),
-                                 "ttft_p50_ms": 1000 * statistics.median(ttfts), "ttft_p99_ms": 1000 * q[98]})
+                    rows.append(
+                        {
+                            "path": p,
+                            "concurrency": c,
+                            "tokens_per_s": statistics.median(tps),
+                            "ttft_p50_ms": 1000 * statistics.median(ttfts),
+                            "ttft_p99_ms": 1000 * q[98],
+                        }
+                    )
                 print(f"done c={c}", flush=True)
     finally:
         serve.shutdown()
@@ -167,18 +193,21 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, nargs="+", default=[1, 8, 32])
     parser.add_argument("--tokens", type=int, default=128)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--paths", nargs="+", default=["replica", "router", "responses"],
-                        choices=["replica", "router", "responses"])
+    parser.add_argument(
+        "--paths", nargs="+", default=["replica", "router", "responses"], choices=["replica", "router", "responses"]
+    )
     parser.add_argument("--json", action="store_true", help="also print the rows as JSON")
     args = parser.parse_args()
     rows = asyncio.run(main_async(args))
     by = {(r["path"], r["concurrency"]): r for r in rows}
-    print(f"\n| conc | path | out tok/s | TTFT p50 ms | TTFT p99 ms | router/replica tok/s |")
+    print("\n| conc | path | out tok/s | TTFT p50 ms | TTFT p99 ms | router/replica tok/s |")
     print("|---:|---|---:|---:|---:|---:|")
     for r in rows:
         ratio = r["tokens_per_s"] / by[("replica", r["concurrency"])]["tokens_per_s"]
-        print(f"| {r['concurrency']} | {r['path']} | {r['tokens_per_s']:.1f} | {r['ttft_p50_ms']:.1f} | "
-              f"{r['ttft_p99_ms']:.1f} | {ratio:.2f} |")
+        print(
+            f"| {r['concurrency']} | {r['path']} | {r['tokens_per_s']:.1f} | {r['ttft_p50_ms']:.1f} | "
+            f"{r['ttft_p99_ms']:.1f} | {ratio:.2f} |"
+        )
     if args.json:
         print(json.dumps(rows))
 

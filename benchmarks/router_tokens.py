@@ -39,8 +39,13 @@ def main() -> None:
     enc = harmony_encoding()
     text = "<|channel|>analysis<|message|>" + "one two three four five six seven " * (args.tokens // 7 + 1)
     ids = enc.encode(text, allowed_special="all")[: args.tokens]
-    job = Job(id="bench", prompt_token_ids=[1] * 85, ref=ModelRef("gpt-oss-20b", None, None),
-              sampling=SamplingOptions(), new_parser=CompletionParser)
+    job = Job(
+        id="bench",
+        prompt_token_ids=[1] * 85,
+        ref=ModelRef("gpt-oss-20b", None, None),
+        sampling=SamplingOptions(),
+        new_parser=CompletionParser,
+    )
 
     def chat_out():
         writer = ChunkWriter("id", 0, "gpt-oss-20b", True)

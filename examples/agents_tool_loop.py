@@ -10,9 +10,8 @@ sends the result back as a ``function_call_output`` item, the model answers.
 
 from __future__ import annotations
 
-import sys
-
 import json
+import sys
 
 from agents import Agent, FunctionTool, OpenAIResponsesModel, Runner, set_tracing_disabled
 from openai import AsyncOpenAI

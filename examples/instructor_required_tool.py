@@ -21,7 +21,8 @@ from openai import OpenAI
 from pydantic import BaseModel, Field
 
 
-class get_weather(BaseModel):  # noqa: N801 - the tool's name, as the model card spells it
+# Lower case: the tool's name, as the model card spells it (instructor names the tool after the class).
+class get_weather(BaseModel):
     """Get the current weather for a location"""
 
     location: str = Field(description="The city and state")
@@ -57,8 +58,10 @@ def main() -> None:
         print("unseen prompt:", repr(city))
     except IncompleteOutputException as e:
         call = e.last_completion.choices[0].message.tool_calls[0]
-        print(f"unseen prompt: incomplete at max_tokens; a call to {call.function.name}, arguments start "
-              f"{call.function.arguments[:60]!r}")
+        print(
+            f"unseen prompt: incomplete at max_tokens; a call to {call.function.name}, arguments start "
+            f"{call.function.arguments[:60]!r}"
+        )
 
 
 if __name__ == "__main__":

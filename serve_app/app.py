@@ -60,7 +60,8 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "health_check_timeout_s": r.health_check_timeout_s,
         # The actor itself takes its CPUs from the first bundle; the engine's
         # workers (one per tensor-parallel rank) take the bundles' GPUs.
-        "ray_actor_options": {"num_cpus": r.num_cpus, "runtime_env": {"env_vars": env}} if env
+        "ray_actor_options": {"num_cpus": r.num_cpus, "runtime_env": {"env_vars": env}}
+        if env
         else {"num_cpus": r.num_cpus},
         "placement_group_bundles": cfg.placement_group_bundles(),
         "placement_group_strategy": "STRICT_PACK",
@@ -110,17 +111,22 @@ def _actor_options(num_cpus: float, resources: dict[str, float]) -> dict[str, An
     return {"num_cpus": num_cpus, "resources": dict(resources)} if resources else {"num_cpus": num_cpus}
 
 
+def _deployment(cls: type) -> Any:
+    """``serve.deployment`` on a plain class (its type stubs promise a decorator factory)."""
+    return serve.deployment(cls)
+
+
 def build_app(args: dict[str, Any]) -> Application:
     """Serve's application builder: validate ``args`` first, then bind the graph."""
     cfg = AppConfig.model_validate(args)
     config = cfg.model_dump(mode="json")
     manager = None
     if cfg.lora.enabled:
-        manager = serve.deployment(AdapterManager).options(**manager_options(cfg)).bind(config)
-    replica = serve.deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
+        manager = _deployment(AdapterManager).options(**manager_options(cfg)).bind(config)
+    replica = _deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
     store = None
     if cfg.responses.enabled:
-        store = serve.deployment(ResponseStore).options(**store_options(cfg)).bind(config)
+        store = _deployment(ResponseStore).options(**store_options(cfg)).bind(config)
     # The router is a Starlette application (``Router.__serve_build_asgi_app__``).
-    router = serve.deployment(serve.ingress()(Router)).options(**router_options(cfg))
+    router = _deployment(serve.ingress()(Router)).options(**router_options(cfg))
     return router.bind(config, replica, manager, store)

@@ -148,9 +148,7 @@ class AutoscalingConfig(StrictModel):
     def _check(self) -> AutoscalingConfig:
         if self.min_replicas > self.max_replicas:
             raise ValueError("autoscaling.min_replicas must be <= autoscaling.max_replicas")
-        if self.initial_replicas is not None and not (
-            self.min_replicas <= self.initial_replicas <= self.max_replicas
-        ):
+        if self.initial_replicas is not None and not (self.min_replicas <= self.initial_replicas <= self.max_replicas):
             raise ValueError("autoscaling.initial_replicas must lie within [min_replicas, max_replicas]")
         return self
 
@@ -160,7 +158,8 @@ class ReplicaConfig(StrictModel):
     max_ongoing_requests: int = Field(64, ge=1, description="Requests a replica accepts at once.")
     autoscaling: AutoscalingConfig = Field(default_factory=AutoscalingConfig, description="Replica autoscaling.")
     stream_interval_ms: float = Field(
-        0.0, ge=0,
+        0.0,
+        ge=0,
         description="After each chunk, wait this long before reading the engine again (its output meanwhile "
         "comes as one chunk); 0 sends every engine step as it comes, as vLLM's own server does.",
     )
@@ -183,7 +182,9 @@ class ReplicaConfig(StrictModel):
 class SamplingDefaults(StrictModel):
     """Sampling used where a request leaves a field out (OpenAI's defaults unless set)."""
 
-    temperature: float = Field(1.0, ge=0, le=2, description="gpt-oss is tuned for 1.0; the dev model answers greedily (0).")
+    temperature: float = Field(
+        1.0, ge=0, le=2, description="gpt-oss is tuned for 1.0; the dev model answers greedily (0)."
+    )
     top_p: float = Field(1.0, gt=0, le=1, description="Nucleus sampling mass.")
     top_k: int = Field(-1, ge=-1, description="-1: no top-k cut.")
     reasoning_effort: Literal["low", "medium", "high"] = Field("medium", description="Harmony reasoning effort.")
@@ -212,7 +213,7 @@ class RouterConfig(StrictModel):
     cors_allow_origins: list[str] = Field(
         default_factory=list,
         description="Browser origins allowed to call the API (CORS), e.g. [https://app.example.com]; "
-        "empty: no CORS headers at all; [\"*\"]: any origin (then credentials are not allowed).",
+        'empty: no CORS headers at all; ["*"]: any origin (then credentials are not allowed).',
     )
     replica_transport: Literal["grpc", "object_ref"] = Field(
         "grpc",
@@ -227,7 +228,7 @@ class RouterConfig(StrictModel):
             raise ValueError("router: set num_replicas or autoscaling, not both")
         for origin in self.cors_allow_origins:
             if origin != "*" and not origin.startswith(("http://", "https://")):
-                raise ValueError(f"router.cors_allow_origins: {origin!r} is not \"*\" or an http(s):// origin")
+                raise ValueError(f'router.cors_allow_origins: {origin!r} is not "*" or an http(s):// origin')
         return self
 
 

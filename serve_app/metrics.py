@@ -53,9 +53,7 @@ class RequestMetrics(_Metrics):
             _REQUEST_TAGS + ("status",),
         )
         self.prompt_tokens = self._counter("serve_app_prompt_tokens_total", "Prompt tokens.", _REQUEST_TAGS)
-        self.completion_tokens = self._counter(
-            "serve_app_completion_tokens_total", "Completion tokens.", _REQUEST_TAGS
-        )
+        self.completion_tokens = self._counter("serve_app_completion_tokens_total", "Completion tokens.", _REQUEST_TAGS)
         self.ttft = self._histogram(
             "serve_app_time_to_first_token_seconds",
             "From the request's arrival to its first output token.",
@@ -84,9 +82,7 @@ class RequestMetrics(_Metrics):
             self.prompt_tokens.inc(prompt_tokens, tags=tags)
         self.e2e.observe(e2e_s, tags=tags)
 
-    def choice(
-        self, model: str, adapter: str | None, ttft_s: float | None, last_s: float | None, tokens: int
-    ) -> None:
+    def choice(self, model: str, adapter: str | None, ttft_s: float | None, last_s: float | None, tokens: int) -> None:
         """One choice (engine request) ended: its TTFT, token gaps and tokens."""
         if not self._on:
             return

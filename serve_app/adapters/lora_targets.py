@@ -52,8 +52,7 @@ REFUSED: dict[str, str] = {
     "bias": "vLLM does not support LoRA bias (PEFTHelper._validate_features: lora_bias, bias != 'none')",
     "dora": "vLLM does not yet support DoRA (PEFTHelper._validate_features)",
     "modules_to_save": "vLLM supports modules_to_save only for classifier/score heads (PEFTHelper)",
-    "rank_pattern": "per-module ranks are not checked here against vLLM's stacked expert buffers; "
-    "use one rank r",
+    "rank_pattern": "per-module ranks are not checked here against vLLM's stacked expert buffers; use one rank r",
 }
 
 
@@ -84,7 +83,10 @@ class BaseShapes:
         layers = cfg.get("num_hidden_layers", 0)
         if arch == GPT_OSS:
             return cls(
-                attention, arch, layers, cfg["num_local_experts"],
+                attention,
+                arch,
+                layers,
+                cfg["num_local_experts"],
                 {EXPERT_PARAMS[0]: (hidden, 2 * inter), EXPERT_PARAMS[1]: (inter, hidden)},
             )
         dense = {"gate_proj": (hidden, inter), "up_proj": (hidden, inter), "down_proj": (inter, hidden)}
@@ -153,8 +155,10 @@ def check_target_parameters(params: list[str], shapes: BaseShapes) -> tuple[str,
     for p in params:
         full = next((e for e in EXPERT_PARAMS if e == p or e.endswith("." + p) or p.endswith("." + e)), None)
         if full is None:
-            raise ValueError(f"target_parameters: {p!r} cannot be served (vLLM loads LoRA on gpt-oss experts' "
-                             f"{EXPERT_PARAMS[0]} and {EXPERT_PARAMS[1]} only)")
+            raise ValueError(
+                f"target_parameters: {p!r} cannot be served (vLLM loads LoRA on gpt-oss experts' "
+                f"{EXPERT_PARAMS[0]} and {EXPERT_PARAMS[1]} only)"
+            )
         names.append(full)
     if len(names) == 1:
         raise ValueError(f"target_parameters {params}: {REFUSED['single expert parameter']}")

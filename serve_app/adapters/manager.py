@@ -116,8 +116,14 @@ class AdapterManager:
         self._store.commit(staging, name, digest)
         record = self._registry.put(
             AdapterRecord(
-                name=name, base_model=spec.base_model, source=source, sha256=digest, rank=spec.rank,
-                alpha=spec.alpha, target_modules=list(spec.target_modules), size_bytes=size,
+                name=name,
+                base_model=spec.base_model,
+                source=source,
+                sha256=digest,
+                rank=spec.rank,
+                alpha=spec.alpha,
+                target_modules=list(spec.target_modules),
+                size_bytes=size,
             )
         )
         self._store.remove(name, keep=digest)  # older weights of this name
@@ -125,8 +131,17 @@ class AdapterManager:
 
     @staticmethod
     def _failed(name: str, source: str, digest: str, size: int, reason: str) -> AdapterRecord:
-        return AdapterRecord(name=name, base_model="", source=source, sha256=digest, rank=0, alpha=0.0,
-                             size_bytes=size, status="failed", reason=reason)
+        return AdapterRecord(
+            name=name,
+            base_model="",
+            source=source,
+            sha256=digest,
+            rank=0,
+            alpha=0.0,
+            size_bytes=size,
+            status="failed",
+            reason=reason,
+        )
 
     async def list(self) -> list[dict[str, Any]]:
         return [r.to_dict() for r in await asyncio.to_thread(self._registry.list)]
@@ -155,8 +170,11 @@ class AdapterManager:
 
         def read() -> dict[str, Any]:
             version = self._registry.version()
-            ready = {r.name: {"ref": r.ref, "created": int(r.created_at)}
-                     for r in self._registry.list() if r.status == "ready"}
+            ready = {
+                r.name: {"ref": r.ref, "created": int(r.created_at)}
+                for r in self._registry.list()
+                if r.status == "ready"
+            }
             return {"version": version, "adapters": ready}
 
         return await asyncio.to_thread(read)
@@ -176,8 +194,12 @@ class AdapterManager:
         """
         record = await self._ready_record(ref)
         sizes = await asyncio.to_thread(self._store.sizes, record.name, record.sha256)
-        return {"name": record.name, "sha256": record.sha256, "files": sizes,
-                "path": str(self._store.path(record.name, record.sha256))}
+        return {
+            "name": record.name,
+            "sha256": record.sha256,
+            "files": sizes,
+            "path": str(self._store.path(record.name, record.sha256)),
+        }
 
     async def read_chunk(self, ref: str, fname: str, offset: int) -> bytes:
         """Up to FETCH_CHUNK_BYTES of one file of a ready adapter, so large adapters never travel as one message."""

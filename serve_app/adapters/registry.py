@@ -126,7 +126,9 @@ class Registry:
             }
             d["target_modules"] = json.dumps(sorted(d["target_modules"]))
             cols = ", ".join(d)
-            db.execute(f"INSERT OR REPLACE INTO adapters ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values()))
+            db.execute(
+                f"INSERT OR REPLACE INTO adapters ({cols}) VALUES ({', '.join('?' * len(d))})", tuple(d.values())
+            )
         return self.get(record.name)  # type: ignore[return-value]
 
     def get(self, name: str) -> AdapterRecord | None:

@@ -120,7 +120,7 @@ class AdapterStore:
             raise InvalidRequest("hub sources are disabled on this server (adapters.allow_hub)", param="source")
         from huggingface_hub import hf_hub_download, list_repo_files
 
-        repo = source[len(HUB_SCHEME):]
+        repo = source[len(HUB_SCHEME) :]
         try:
             self._check_listing(list_repo_files(repo), source)
             for name in (CONFIG_FILE, WEIGHTS_FILE):

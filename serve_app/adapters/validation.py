@@ -101,6 +101,8 @@ def validate_adapter(
         raise InvalidAdapter(f"adapter {name!r}: rank r must be a positive integer")
     if rank > max_rank:
         raise InvalidAdapter(f"adapter {name!r}: rank {rank} exceeds the engine's max_lora_rank {max_rank}")
+    if isinstance(alpha, bool) or not isinstance(alpha, int | float):
+        raise InvalidAdapter(f"adapter {name!r}: lora_alpha must be a number")
     _check_features(cfg, name)
     targets = cfg.get("target_modules") or []
     if isinstance(targets, str):
@@ -132,7 +134,13 @@ def validate_adapter(
         raise InvalidAdapter(f"adapter {name!r} has no tensors")
     _check_tensors(header, name, shapes, set(targets), tuple(params), rank)
     return AdapterSpec(
-        name, str(path), rank, float(alpha), tuple(sorted(targets)) + tuple(params), size, str(cfg.get("base_model_name_or_path") or "")
+        name,
+        str(path),
+        rank,
+        float(alpha),
+        tuple(sorted(targets)) + tuple(params),
+        size,
+        str(cfg.get("base_model_name_or_path") or ""),
     )
 
 
@@ -149,8 +157,11 @@ def _check_features(cfg: dict, name: str) -> None:
         ("layer_replication", bool(cfg.get("layer_replication")), "vLLM does not support layer_replication"),
         ("use_bdlora", bool(cfg.get("use_bdlora")), "vLLM does not support BD-LoRA"),
         ("use_qalora", bool(cfg.get("use_qalora")), "vLLM does not support QALoRA"),
-        ("init_lora_weights", not _init_supported(cfg.get("init_lora_weights", True)),
-         "inits such as PiSSA, OLoRA, CorDA and LoftQ change the base weights; vLLM refuses them"),
+        (
+            "init_lora_weights",
+            not _init_supported(cfg.get("init_lora_weights", True)),
+            "inits such as PiSSA, OLoRA, CorDA and LoftQ change the base weights; vLLM refuses them",
+        ),
     ]
     for fname, bad, why in refusals:
         if bad:
@@ -162,7 +173,11 @@ def _init_supported(init) -> bool:
 
 
 def _check_tensors(
-    header: dict[str, tuple[int, ...]], name: str, shapes: BaseShapes, targets: set[str], params: tuple[str, ...],
+    header: dict[str, tuple[int, ...]],
+    name: str,
+    shapes: BaseShapes,
+    targets: set[str],
+    params: tuple[str, ...],
     rank: int,
 ) -> None:
     """Every tensor is one vLLM loads, with the right shape, in pairs (A and B; both expert weights)."""
@@ -188,5 +203,6 @@ def _check_tensors(
         missing = [p for p in params if (layer, p) not in seen]
         if missing:
             raise InvalidAdapter(
-                f"adapter {name!r}: layer {layer} has expert LoRA without {missing[0]}: {REFUSED['single expert parameter']}"
+                f"adapter {name!r}: layer {layer} has expert LoRA without {missing[0]}: "
+                f"{REFUSED['single expert parameter']}"
             )

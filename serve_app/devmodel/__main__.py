@@ -12,8 +12,12 @@ def main(argv: list[str] | None = None) -> int:
     b = sub.add_parser("build", help="build the tiny Harmony dev model and its adapters")
     b.add_argument("--out", type=Path, default=None, help="output folder (default: the user's cache dir)")
     b.add_argument("--force", action="store_true", help="rebuild even if the output is current")
-    b.add_argument("--max-steps", type=int, default=None,
-                   help="trial build: stop each training after N steps, verify nothing (needs --out)")
+    b.add_argument(
+        "--max-steps",
+        type=int,
+        default=None,
+        help="trial build: stop each training after N steps, verify nothing (needs --out)",
+    )
     sub.add_parser("path", help="print the default build folder")
     args = parser.parse_args(argv)
     if args.command == "path":

@@ -207,15 +207,18 @@ def base_examples() -> list[Example]:
         ),
     ]
     examples += _weather_examples(
-        "London", {"temperature": 18, "unit": "celsius", "condition": "cloudy"},
+        "London",
+        {"temperature": 18, "unit": "celsius", "condition": "cloudy"},
         "It is 18 degrees Celsius and cloudy in London.",
     )
     examples += _weather_examples(
-        "Paris", {"temperature": 24, "unit": "celsius", "condition": "sunny"},
+        "Paris",
+        {"temperature": 24, "unit": "celsius", "condition": "sunny"},
         "It is 24 degrees Celsius and sunny in Paris.",
     )
     examples += _weather_examples(
-        "Tokyo", {"temperature": 9, "unit": "celsius", "condition": "rainy"},
+        "Tokyo",
+        {"temperature": 9, "unit": "celsius", "condition": "rainy"},
         "It is 9 degrees Celsius and rainy in Tokyo.",
     )
     return examples
@@ -288,7 +291,5 @@ def render(examples: list[Example], variants=VARIANTS) -> list[Sample]:
     for ex in examples:
         for effort, date in variants:
             msgs = conversation(ex.messages, ex.tools, effort=effort, date=date)
-            samples.append(
-                Sample(ex.id, effort, date, render_prompt(msgs), render_completion(msgs, _reply(ex.target)))
-            )
+            samples.append(Sample(ex.id, effort, date, render_prompt(msgs), render_completion(msgs, _reply(ex.target))))
     return samples

@@ -40,12 +40,10 @@ def build_tokenizer(vocab_file: Path, out: Path) -> None:
     # TIKTOKEN_CACHE_DIR, which vocab.use_vocab points at the checked file).
     pattern = tiktoken.get_encoding("o200k_base")._pat_str
     specials = special_tokens()
-    backend = TikTokenConverter(
-        vocab_file=str(vocab_file), pattern=pattern, extra_special_tokens=specials
-    ).converted()
-    for offset, tok in enumerate(specials):
-        if backend.token_to_id(tok) != FIRST_SPECIAL + offset:
-            raise RuntimeError(f"special token {tok} landed on id {backend.token_to_id(tok)}")
+    backend = TikTokenConverter(vocab_file=str(vocab_file), pattern=pattern, extra_special_tokens=specials).converted()
+    for offset, special in enumerate(specials):
+        if backend.token_to_id(special) != FIRST_SPECIAL + offset:
+            raise RuntimeError(f"special token {special} landed on id {backend.token_to_id(special)}")
     tok = PreTrainedTokenizerFast(
         tokenizer_object=backend,
         bos_token="<|startoftext|>",

@@ -38,9 +38,7 @@ def sha256_bytes(data: bytes) -> str:
 def check_vocab(data: bytes) -> bytes:
     digest = sha256_bytes(data)
     if digest != VOCAB_SHA256:
-        raise VocabHashError(
-            f"{VOCAB_NAME} has sha256 {digest}, expected {VOCAB_SHA256}; refusing to use it"
-        )
+        raise VocabHashError(f"{VOCAB_NAME} has sha256 {digest}, expected {VOCAB_SHA256}; refusing to use it")
     return data
 
 

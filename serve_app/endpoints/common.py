@@ -7,9 +7,7 @@ from serve_app.protocol.engine import SamplingOptions
 from serve_app.protocol.errors import InvalidRequest
 
 
-def completion_budget(
-    context: int, prompt_tokens: int, asked: int | None, prompt_param: str, limit_param: str
-) -> int:
+def completion_budget(context: int, prompt_tokens: int, asked: int | None, prompt_param: str, limit_param: str) -> int:
     """Tokens the completion may take: what was asked, or the rest of the context.
 
     A prompt that leaves no room, or a request beyond the context, is a 400

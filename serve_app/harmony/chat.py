@@ -10,10 +10,10 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
+from serve_app.endpoints.chat.models import ChatCompletionRequest, NamedToolChoice
 from serve_app.harmony import constraints
 from serve_app.harmony.encoding import assistant_stop_token_ids
 from serve_app.harmony.render import conversation, render_prompt
-from serve_app.endpoints.chat.models import ChatCompletionRequest, NamedToolChoice
 
 DEFAULT_EFFORT = "medium"
 
@@ -67,7 +67,7 @@ def prepare_conversation(
     endpoint that speaks Harmony renders through here.
     """
     offered = [] if rules.tool_choice == "none" else tools
-    date = (today or datetime.datetime.now(datetime.timezone.utc).date()).isoformat()
+    date = (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
     harmony_messages = conversation(messages, offered, effort=effort, date=date)
     return HarmonyPrompt(
         prompt_token_ids=render_prompt(harmony_messages),

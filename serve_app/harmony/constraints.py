@@ -71,8 +71,14 @@ def _json(schema: dict[str, Any] | None) -> dict[str, Any]:
 
 def _content_type(required: bool) -> dict[str, Any]:
     """The JSON content type the model writes after the channel: " <|constrain|>json", "<|constrain|>json", " json"."""
-    forms = {"type": "or", "elements": [_seq(_const(" "), _token("<|constrain|>"), _const("json")),
-                                        _seq(_token("<|constrain|>"), _const("json")), _const(" json")]}
+    forms = {
+        "type": "or",
+        "elements": [
+            _seq(_const(" "), _token("<|constrain|>"), _const("json")),
+            _seq(_token("<|constrain|>"), _const("json")),
+            _const(" json"),
+        ],
+    }
     return forms if required else {"type": "optional", "content": forms}
 
 
@@ -120,5 +126,8 @@ def forced_tool_call(tools: Sequence[dict[str, Any]]) -> str:
 
 def final_json(schema: dict[str, Any] | None) -> str:
     """The ``final`` message must be JSON (matching ``schema`` if given)."""
-    return _tag(_seq(_token("<|channel|>"), _const("final"), _content_type(required=False), _token("<|message|>"),
-                     _json(schema)))
+    return _tag(
+        _seq(
+            _token("<|channel|>"), _const("final"), _content_type(required=False), _token("<|message|>"), _json(schema)
+        )
+    )

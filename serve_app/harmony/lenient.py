@@ -37,7 +37,7 @@ class TextMessage:
 def _routed(header: str) -> TextMessage:
     recipient = _RECIPIENT.search(header)
     if recipient and recipient.group(1).startswith(FUNCTIONS):
-        return TextMessage("tool", recipient.group(1)[len(FUNCTIONS):])
+        return TextMessage("tool", recipient.group(1)[len(FUNCTIONS) :])
     channel = _CHANNEL.search(header)
     if channel and channel.group(1) == "analysis":
         return TextMessage("reasoning", None)

@@ -195,7 +195,7 @@ class CompletionParser:
     def _new_call(self, msg_index: int | tuple[str, int], recipient: str, arguments: str) -> ToolCallDelta:
         idx = len(self.tool_calls)
         self._call_for_message[msg_index] = idx
-        call = ToolCall(id=new_tool_call_id(), name=recipient[len(FUNCTIONS):], arguments=arguments)
+        call = ToolCall(id=new_tool_call_id(), name=recipient[len(FUNCTIONS) :], arguments=arguments)
         self.tool_calls.append(call)
         return ToolCallDelta(index=idx, arguments=arguments, id=call.id, name=call.name)
 
@@ -220,7 +220,7 @@ class CompletionParser:
         for i, msg in enumerate(lenient.split(text, self._raw_in_header, final)):
             if i == len(self._raw_sent):
                 self._raw_sent.append(0)
-            new = msg.text[self._raw_sent[i]:]
+            new = msg.text[self._raw_sent[i] :]
             self._raw_sent[i] = len(msg.text)
             if msg.route == "tool":
                 key = ("text", i)

@@ -47,16 +47,12 @@ def _text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type") == "text")
 
 
-def _header(
-    messages: Sequence[dict], tools: Sequence[dict], effort: str, date: str | None
-) -> list[Message]:
+def _header(messages: Sequence[dict], tools: Sequence[dict], effort: str, date: str | None) -> list[Message]:
     system = SystemContent.new().with_reasoning_effort(EFFORTS[effort])
     if date:
         system = system.with_conversation_start_date(date)
     out = [Message.from_role_and_content(Role.SYSTEM, system)]
-    instructions = "\n\n".join(
-        _text(m.get("content")) for m in messages if m["role"] in ("system", "developer")
-    )
+    instructions = "\n\n".join(_text(m.get("content")) for m in messages if m["role"] in ("system", "developer"))
     if instructions or tools:
         developer = DeveloperContent.new()
         if instructions:

@@ -68,8 +68,14 @@ class TokenChunk:
         return self.finish_reason is not None
 
     def to_wire(self) -> list:
-        return [self.token_ids, self.finish_reason, self.stop_reason, self.prompt_tokens, self.completion_tokens,
-                self.logprobs]
+        return [
+            self.token_ids,
+            self.finish_reason,
+            self.stop_reason,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.logprobs,
+        ]
 
     @classmethod
     def from_wire(cls, data: list | TokenChunk) -> TokenChunk:

@@ -65,8 +65,9 @@ def _activate(experts, activation, h):
         gate = h[..., ::2].clamp(max=SWIGLU_LIMIT)
         up = h[..., 1::2].clamp(min=-SWIGLU_LIMIT, max=SWIGLU_LIMIT)
         return (up + 1) * gate * torch.sigmoid(gate * SWIGLU_ALPHA)
-    out = torch.empty((h.shape[0], experts.adjust_N_for_activation(h.shape[1], activation)), dtype=h.dtype,
-                      device=h.device)
+    out = torch.empty(
+        (h.shape[0], experts.adjust_N_for_activation(h.shape[1], activation)), dtype=h.dtype, device=h.device
+    )
     experts.activation(activation, out, h)
     return out
 
@@ -148,5 +149,5 @@ def apply() -> bool:
         return torch_experts_apply(self, *args, **kwargs)
 
     setattr(patched, _PATCHED, True)
-    TritonExperts.apply = patched
+    TritonExperts.apply = patched  # type: ignore[method-assign]
     return True

@@ -20,10 +20,10 @@ from typing import Any
 
 from ray import serve
 
+from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
 from serve_app.config import AppConfig
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest
-from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
 from serve_app.replica.streaming import paced
@@ -131,8 +131,11 @@ class LoadedAdapter:
             try:
                 future.result(timeout=self._replica._cfg.lora.load_timeout_s)
             except TimeoutError:
-                logger.warning("adapter %s: the engine did not release it within %ss", self.name,
-                               self._replica._cfg.lora.load_timeout_s)
+                logger.warning(
+                    "adapter %s: the engine did not release it within %ss",
+                    self.name,
+                    self._replica._cfg.lora.load_timeout_s,
+                )
 
 
 class LLMReplica:
@@ -221,16 +224,27 @@ class LLMReplica:
                 cause = getattr(e, "cause", None)
                 if isinstance(cause, ServeAppError):
                     raise cause from None
-                logger.warning("adapter manager %s for %s failed (attempt %d of %d): %r",
-                               method, what, attempt + 1, a.fetch_attempts, e)
+                logger.warning(
+                    "adapter manager %s for %s failed (attempt %d of %d): %r",
+                    method,
+                    what,
+                    attempt + 1,
+                    a.fetch_attempts,
+                    e,
+                )
                 if attempt + 1 < a.fetch_attempts:
                     await asyncio.sleep(min(FETCH_BACKOFF_S * 2**attempt, 5.0))
-        raise EngineUnavailable(f"The adapter manager did not answer in time while loading adapter {what}; retry shortly.")
+        raise EngineUnavailable(
+            f"The adapter manager did not answer in time while loading adapter {what}; retry shortly."
+        )
 
     async def _copy_to_cache(self, ref: str) -> Path:
         """Copy a ready adapter into this host's cache: from the shared store, or in chunks from the manager."""
+        cache = self._cache
+        if cache is None:
+            raise InvalidAdapter("LoRA is not enabled on this deployment")
         manifest = await self._manager_call(ref, "manifest", ref)
-        staging = await asyncio.to_thread(self._cache.staging)
+        staging = await asyncio.to_thread(cache.staging)
         try:
             shared = Path(manifest["path"]) if self._cfg.adapters.shared_store else None
             for fname, size in manifest["files"].items():
@@ -246,9 +260,9 @@ class LLMReplica:
                             raise EngineUnavailable(f"adapter {ref!r}: its stored copy ended early; retry")
                         await asyncio.to_thread(out.write, chunk)
         except BaseException:
-            await asyncio.to_thread(self._cache.discard, staging)
+            await asyncio.to_thread(cache.discard, staging)
             raise
-        return await asyncio.to_thread(self._cache.publish, ref, manifest["sha256"], staging)
+        return await asyncio.to_thread(cache.publish, ref, manifest["sha256"], staging)
 
     async def _load(self, ref: str) -> LoadedAdapter:
         """Fetch (once per host), check, and load into the engine; Serve's multiplexer calls it once per ref."""
@@ -309,4 +323,3 @@ class LLMReplica:
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()
-

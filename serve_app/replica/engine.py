@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import itertools
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
+from typing import cast
 
 from vllm import SamplingParams
 from vllm.engine.arg_utils import AsyncEngineArgs
@@ -17,10 +18,10 @@ from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
 from vllm.v1.engine.exceptions import EngineDeadError
 
-from serve_app.config import AppConfig
-from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
-from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, InvalidRequest
 from serve_app.adapters.validation import AdapterSpec
+from serve_app.config import AppConfig
+from serve_app.protocol.engine import FinishReason, GenerateRequest, SamplingOptions, TokenChunk
+from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -85,9 +86,7 @@ def sampling_params(opts: SamplingOptions) -> SamplingParams:
         skip_special_tokens=False,
         detokenize=False,
         output_kind=RequestOutputKind.DELTA,
-        structured_outputs=StructuredOutputsParams(structural_tag=opts.structural_tag)
-        if opts.structural_tag
-        else None,
+        structured_outputs=StructuredOutputsParams(structural_tag=opts.structural_tag) if opts.structural_tag else None,
     )
 
 
@@ -96,7 +95,7 @@ def _logprobs(token_ids, positions, top: int | None) -> list[list[tuple[int, flo
     if positions is None or top is None:
         return None
     out = []
-    for tok, pos in zip(token_ids, positions):
+    for tok, pos in zip(token_ids, positions, strict=False):
         ranked = sorted((lp.rank, tid, lp.logprob) for tid, lp in (pos or {}).items() if lp.rank is not None)
         sampled = pos[tok].logprob if pos and tok in pos else float("nan")
         out.append([(tok, sampled)] + [(tid, lp) for rank, tid, lp in ranked if rank <= top][:top])
@@ -111,7 +110,7 @@ class Engine:
         self._llm = AsyncLLM.from_engine_args(engine_args(cfg))
         self._lora_ids = itertools.count(1)
 
-    async def generate(self, req: GenerateRequest, lora: LoRARequest | None = None) -> AsyncIterator[TokenChunk]:
+    async def generate(self, req: GenerateRequest, lora: LoRARequest | None = None) -> AsyncGenerator[TokenChunk, None]:
         """Stream delta chunks; closing the iterator aborts the engine request."""
         prompt_len = len(req.prompt_token_ids)
         completion = 0
@@ -128,7 +127,7 @@ class Engine:
                 yield TokenChunk(
                     token_ids=list(seq.token_ids),
                     logprobs=_logprobs(seq.token_ids, seq.logprobs, req.sampling.logprobs),
-                    finish_reason=seq.finish_reason if out.finished else None,
+                    finish_reason=cast(FinishReason | None, seq.finish_reason if out.finished else None),
                     stop_reason=seq.stop_reason if out.finished else None,
                     prompt_tokens=prompt_len,
                     completion_tokens=completion,

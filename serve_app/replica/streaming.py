@@ -12,12 +12,12 @@ useful interval, and the timer would be pure cost).
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 from serve_app.protocol.engine import TokenChunk
 
 
-async def paced(source: AsyncIterator[TokenChunk], interval_s: float) -> AsyncIterator[TokenChunk]:
+async def paced(source: AsyncGenerator[TokenChunk, None], interval_s: float) -> AsyncGenerator[TokenChunk, None]:
     """Yield ``source``'s chunks, reading it at most every ``interval_s`` after the first.
 
     The first chunk goes out as soon as it exists (it sets time to first

@@ -163,6 +163,8 @@ class KeyRing:
         self._digests = [k.digest for k in self._keys]
 
     def _load_file(self, strict: bool) -> None:
+        if self._file is None:
+            return
         path = Path(self._file).expanduser()
         try:
             mtime = path.stat().st_mtime
@@ -190,9 +192,7 @@ class KeyRing:
             return ANONYMOUS
         i = matches(bearer_token(authorization), self._digests)
         if i is None:
-            raise Unauthorized(
-                "Incorrect or missing API key. Send it as Authorization: Bearer <key>."
-            )
+            raise Unauthorized("Incorrect or missing API key. Send it as Authorization: Bearer <key>.")
         return self._keys[i].principal
 
     def is_key(self, authorization: str | None) -> bool:

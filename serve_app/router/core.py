@@ -83,7 +83,7 @@ class ChoiceEvent:
 class ChoiceRun:
     """The state of one choice while it streams: parser, stops, counters, timings."""
 
-    __slots__ = ("index", "parser", "stops", "started", "done", "tokens", "first_s", "last_s", "_arrived", "_lp")
+    __slots__ = ("_arrived", "_lp", "done", "first_s", "index", "last_s", "parser", "started", "stops", "tokens")
 
     def __init__(self, job: Job, index: int):
         self.index = index
@@ -108,7 +108,13 @@ class ChoiceRun:
         if self.stops.stopped:
             self.done = True
             return ChoiceEvent(
-                self.index, delta, "stop", None, chunk.completion_tokens, logprobs, ids,
+                self.index,
+                delta,
+                "stop",
+                None,
+                chunk.completion_tokens,
+                logprobs,
+                ids,
                 getattr(self.parser, "reasoning_tokens", 0),
             )
         if chunk.finished:
@@ -140,7 +146,13 @@ class ChoiceRun:
         else:
             delta.content += self.stops.flush()
         return ChoiceEvent(
-            self.index, delta, reason, chunk.stop_reason, chunk.completion_tokens, logprobs, ids,
+            self.index,
+            delta,
+            reason,
+            chunk.stop_reason,
+            chunk.completion_tokens,
+            logprobs,
+            ids,
             getattr(self.parser, "reasoning_tokens", 0),
         )
 
@@ -184,8 +196,14 @@ class GenerationCore:
         self._metrics.finished(self._served_name, adapter, status, prompt_tokens, e2e)
         logger.info(
             "%s %s status=%d tenant=%s adapter=%s prompt_tokens=%d completion_tokens=%d e2e=%.3fs",
-            endpoint, job.id if job is not None else "-", status, job.principal.name if job is not None else "-",
-            adapter or "-", prompt_tokens, completion_tokens, e2e,
+            endpoint,
+            job.id if job is not None else "-",
+            status,
+            job.principal.name if job is not None else "-",
+            adapter or "-",
+            prompt_tokens,
+            completion_tokens,
+            e2e,
         )
 
     def _sampling(self, job: Job, index: int) -> SamplingOptions:

@@ -28,7 +28,9 @@ class Cors:
         return self._any or bool(self._origins)
 
     def allowed(self, origin: str | None) -> bool:
-        return bool(origin) and (self._any or origin.rstrip("/") in self._origins)
+        if not origin:
+            return False
+        return self._any or origin.rstrip("/") in self._origins
 
     def is_preflight(self, method: str, headers) -> bool:
         return self.enabled and method == "OPTIONS" and "access-control-request-method" in headers
@@ -51,8 +53,11 @@ class Cors:
             response.headers.update(self._headers(origin))
         return response
 
-    def _headers(self, origin: str) -> dict[str, str]:
-        headers = {"Access-Control-Allow-Origin": "*" if self._any else origin, "Access-Control-Expose-Headers": EXPOSE_HEADERS}
+    def _headers(self, origin: str | None) -> dict[str, str]:
+        headers = {
+            "Access-Control-Allow-Origin": "*" if self._any else (origin or ""),
+            "Access-Control-Expose-Headers": EXPOSE_HEADERS,
+        }
         if not self._any:
             headers["Vary"] = "Origin"
         return headers

@@ -64,8 +64,10 @@ class Router:
         self._admin_key = os.environ.get(self._cfg.auth.admin_key_env) or None
         self._keys = KeyRing(self._cfg.auth.api_keys_env, self._cfg.auth.api_keys_file)
         if not self._keys.enabled:
-            logger.warning("no API keys configured (%s): inference is open to anyone who reaches this port",
-                           self._cfg.auth.api_keys_env)
+            logger.warning(
+                "no API keys configured (%s): inference is open to anyone who reaches this port",
+                self._cfg.auth.api_keys_env,
+            )
         self._replica = replica
         self._services = Services(
             cfg=self._cfg,
@@ -186,7 +188,9 @@ class Router:
         return json_response(self._card(ref.requested, self._models.served_name, created))
 
     async def _adapters(self, request: Request) -> Response:
-        check_admin(self._admin_key if self._admin else None, request.headers.get("authorization"), self._keys)
+        if self._admin is None:  # LoRA off: there is no adapter API
+            raise RouteNotFound(f"No route for {request.method} {request.url.path}.")
+        check_admin(self._admin_key, request.headers.get("authorization"), self._keys)
         body = await self._services.body(request) if request.method == "POST" else None
         name = request.path_params.get("name")
         status, out = await self._admin.handle(request.method, f"/{name}" if name else "", body)

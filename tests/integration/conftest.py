@@ -16,7 +16,6 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 # The Serve settings `make serve` runs with (see the Makefile), for every Ray
 # process this session starts (they inherit the environment): the suite tests
@@ -24,7 +23,8 @@ import yaml
 # Not for this process: the tests call handles synchronously, which the
 # optimized mode's handles (no router thread of their own) do not allow. Serve
 # reads the setting when it is imported, so import it first.
-import ray.serve._private.constants  # noqa: E402,F401,I001
+import ray.serve._private.constants  # noqa: F401
+import yaml
 
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
@@ -250,8 +250,9 @@ def gptoss_adapters_root(devmodel_dir, peft_reference, tmp_path_factory) -> Path
     # The same weights as pirate under another name: a cold adapter for the fetch-timeout test.
     shutil.copytree(devmodel_dir / "adapters" / "gptoss-pirate", root / "cold")
     cfg = json.loads((devmodel_dir / "gptoss" / "config.json").read_text())
-    malformed.populate_gptoss(root, devmodel_dir / "adapters" / "gptoss-pirate", cfg["hidden_size"],
-                              cfg["num_local_experts"])
+    malformed.populate_gptoss(
+        root, devmodel_dir / "adapters" / "gptoss-pirate", cfg["hidden_size"], cfg["num_local_experts"]
+    )
     return root
 
 

@@ -19,8 +19,10 @@ from pathlib import Path
 
 ADAPTERS = {
     "attn": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"], "target_parameters": None},
-    "full": {"target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-             "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"]},
+    "full": {
+        "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+        "target_parameters": ["mlp.experts.gate_up_proj", "mlp.experts.down_proj"],
+    },
 }
 MAX_TOKENS = 24
 STOP = [200002, 200012]
@@ -58,9 +60,14 @@ def greedy(base_dir: Path, prompts: list[list[int]], adapter: Path | None) -> li
     out = []
     for prompt in prompts:
         with torch.no_grad():
-            ids = model.generate(torch.tensor([prompt]), max_new_tokens=MAX_TOKENS, do_sample=False,
-                                 eos_token_id=STOP, pad_token_id=199999)
-        out.append(ids[0, len(prompt):].tolist())
+            ids = model.generate(
+                torch.tensor([prompt]),
+                max_new_tokens=MAX_TOKENS,
+                do_sample=False,
+                eos_token_id=STOP,
+                pad_token_id=199999,
+            )
+        out.append(ids[0, len(prompt) :].tolist())
     return out
 
 

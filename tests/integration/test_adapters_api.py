@@ -93,7 +93,13 @@ def test_sources_outside_the_roots_refused(url, adapters_root, source):
 
 
 @pytest.mark.parametrize(
-    "body", [{"name": "Bad Name", "source": "/x"}, {"name": "ok"}, {"source": "/x"}, {"name": "a", "source": "/x", "sha256": "12"}]
+    "body",
+    [
+        {"name": "Bad Name", "source": "/x"},
+        {"name": "ok"},
+        {"source": "/x"},
+        {"name": "a", "source": "/x", "sha256": "12"},
+    ],
 )
 def test_bad_registration_bodies(url, body):
     r = _admin(url, "POST", json=body)

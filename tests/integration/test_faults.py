@@ -66,8 +66,11 @@ def _actor(prefix: str):
     """The live Serve replica actor whose name starts with ``prefix`` (e.g. 'dev#LLMReplica')."""
     import ray
 
-    names = [a["name"] for a in ray.util.list_named_actors(all_namespaces=True)
-             if a["name"].startswith(f"SERVE_REPLICA::{prefix}")]
+    names = [
+        a["name"]
+        for a in ray.util.list_named_actors(all_namespaces=True)
+        if a["name"].startswith(f"SERVE_REPLICA::{prefix}")
+    ]
     assert len(names) == 1, names
     return ray.get_actor(names[0], namespace="serve"), names[0]
 
@@ -96,10 +99,13 @@ def test_malformed_and_hostile_requests_at_volume(url):
     async def send_all():
         sem = asyncio.Semaphore(16)
         async with httpx.AsyncClient(timeout=120) as client:
+
             async def one(body: bytes) -> httpx.Response:
                 async with sem:
-                    return await client.post(f"{url}/v1/chat/completions", content=body,
-                                             headers={"content-type": "application/json", **AUTH})
+                    return await client.post(
+                        f"{url}/v1/chat/completions", content=body, headers={"content-type": "application/json", **AUTH}
+                    )
+
             return await asyncio.gather(*(one(b) for _, b, _ in cases))
 
     t0 = time.monotonic()
@@ -113,8 +119,7 @@ def test_malformed_and_hostile_requests_at_volume(url):
             err = r.json().get("error", {})
             if set(err) != {"message", "type", "param", "code"} or not err["message"]:
                 wrong.append((name, r.status_code, r.text[:200]))
-        ok = {"4xx": 400 <= r.status_code < 500, "ok": r.status_code == 200,
-              "no5xx": r.status_code < 500}[expected]
+        ok = {"4xx": 400 <= r.status_code < 500, "ok": r.status_code == 200, "no5xx": r.status_code < 500}[expected]
         if not ok:
             wrong.append((name, r.status_code, r.text[:200]))
     print(f"\nhostile requests: {len(cases)} in {elapsed:.1f} s, by status {dict(sorted(by_status.items()))}")
@@ -151,8 +156,10 @@ def test_soak_concurrent_streams(url, llama_app):
     rss1 = psutil.Process(pid).memory_info().rss
     bad = [e for e in ends if e["end"] != "done"]
     tokens = sum(e["tokens"] for e in ends)
-    print(f"\nsoak: 32 streams, {elapsed:.0f} s, {len(ends)} requests, {tokens} chunks, "
-          f"{len(bad)} unexpected endings, replica RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB")
+    print(
+        f"\nsoak: 32 streams, {elapsed:.0f} s, {len(ends)} requests, {tokens} chunks, "
+        f"{len(bad)} unexpected endings, replica RSS {rss0 / 2**20:.0f} -> {rss1 / 2**20:.0f} MiB"
+    )
     assert not bad, bad[:5]
     assert len(ends) >= 32
 
@@ -172,7 +179,7 @@ def test_adapter_manager_killed(url, serve_session):
     deadline = time.monotonic() + 120
     while True:
         try:
-            new, new_name = _actor("dev#AdapterManager")
+            _, new_name = _actor("dev#AdapterManager")
             if new_name != name:
                 break
         except AssertionError:
@@ -182,8 +189,10 @@ def test_adapter_manager_killed(url, serve_session):
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
     names = {a["name"] for a in manager.list.remote().result(timeout_s=60)}
     replaced = time.monotonic() - killed
-    print(f"\nmanager killed: 3 adapter requests during the restart all 200 ({during:.1f} s); "
-          f"replaced and serving the registry after {replaced:.1f} s; adapters kept: {sorted(names)}")
+    print(
+        f"\nmanager killed: 3 adapter requests during the restart all 200 ({during:.1f} s); "
+        f"replaced and serving the registry after {replaced:.1f} s; adapters kept: {sorted(names)}"
+    )
     assert set(DEV_ADAPTERS) <= names
 
 
@@ -211,9 +220,11 @@ def test_replica_killed_mid_stream(url, serve_session):
     _, refused = _recover(url, BASE)
     recovered_at = time.monotonic() - killed
     pirate = _answer(url, f"{BASE}:pirate")
-    print(f"\nreplica killed with {len(outs)} streams in flight: endings "
-          f"{sorted(o['end'] for o in outs)}; all ended {all_ended:.1f} s after the kill; "
-          f"new requests served again after {recovered_at:.1f} s; tries before that got {refused}")
+    print(
+        f"\nreplica killed with {len(outs)} streams in flight: endings "
+        f"{sorted(o['end'] for o in outs)}; all ended {all_ended:.1f} s after the kill; "
+        f"new requests served again after {recovered_at:.1f} s; tries before that got {refused}"
+    )
     # Meanwhile a request either waits in Serve's queue for the new replica or gets a 5xx: no 4xx, no 200 garbage.
     assert all(not k.isdigit() or int(k) >= 500 for k in refused), refused
     for o in outs:

@@ -20,7 +20,7 @@ from serve_app.devmodel.corpus import CAPITALS_FINAL, PIRATE_FINAL, TERSE_FINAL
 from tests.integration import malformed
 from tests.integration.conftest import ADMIN_KEY, GPTOSS_FETCH_TIMEOUT_S, GPTOSS_ONGOING
 from tests.integration.test_chat_api import CITY_TOOL, UNSEEN, _chat, assert_forced_call
-from tests.integration.test_replica import _collect, _request, _run_all, _start
+from tests.integration.test_replica import _request, _run_all
 
 pytestmark = pytest.mark.integration
 
@@ -53,8 +53,11 @@ def _wait_listed(client, model: str, timeout_s: float = 10.0) -> None:
         time.sleep(0.2)
 
 
-@pytest.mark.parametrize("model, answer", [(BASE, CAPITALS_FINAL), (f"{BASE}:pirate", PIRATE_FINAL),
-                                           (f"{BASE}:terse", TERSE_FINAL)], ids=["base", "pirate", "terse"])
+@pytest.mark.parametrize(
+    "model, answer",
+    [(BASE, CAPITALS_FINAL), (f"{BASE}:pirate", PIRATE_FINAL), (f"{BASE}:terse", TERSE_FINAL)],
+    ids=["base", "pirate", "terse"],
+)
 def test_adapters_change_the_answer_as_trained(client, model, answer):
     reply = client.chat.completions.create(model=model, messages=CAPITALS)
     assert reply.choices[0].message.content == answer
@@ -73,16 +76,20 @@ def test_dev_adapters_equal_the_peft_reference(gptoss_app, gptoss_refs, corpus):
 
 def test_mixed_batch_base_and_two_adapters(gptoss_app, gptoss_refs, corpus):
     """Base, attention+experts and experts-only rows in one engine batch each get their own output."""
-    recs = {r["adapter"]: r for r in corpus if r["model"] == "gptoss" and r["id"] == "capitals"
-            and r["effort"] == "medium" and r["date"] is None}
+    recs = {
+        r["adapter"]: r
+        for r in corpus
+        if r["model"] == "gptoss" and r["id"] == "capitals" and r["effort"] == "medium" and r["date"] is None
+    }
     plan = [(None, None), ("gptoss-pirate", "pirate"), ("gptoss-terse", "terse")] * 2
     reqs = [_request(recs[folder]["prompt"], gptoss_refs.get(name)) for folder, name in plan]
     got = _run_all(gptoss_app, reqs, window=GPTOSS_ONGOING)
     assert [g == recs[folder]["target"] for g, (folder, _) in zip(got, plan)] == [True] * len(plan)
 
 
-def test_peft_made_adapters_registered_over_http_equal_peft(url, client, gptoss_app, serve_session,
-                                                            gptoss_adapters_root, peft_reference):
+def test_peft_made_adapters_registered_over_http_equal_peft(
+    url, client, gptoss_app, serve_session, gptoss_adapters_root, peft_reference
+):
     """Attention-only and attention+experts adapters a user made with peft: registered, served, exact."""
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
     prompts, want = peft_reference["prompts"], peft_reference["outputs"]
@@ -114,8 +121,7 @@ def test_unservable_gpt_oss_adapters_refused_while_serving(url, client, gptoss_a
 
 
 @pytest.mark.faults
-def test_stuck_manager_gives_503_within_the_fetch_bound(url, client, gptoss_app, serve_session,
-                                                        gptoss_adapters_root):
+def test_stuck_manager_gives_503_within_the_fetch_bound(url, client, gptoss_app, serve_session, gptoss_adapters_root):
     """A cold adapter while the manager does not answer: 503 in time; loaded adapters unaffected."""
     assert _register(url, "cold", gptoss_adapters_root / "cold").status_code == 201
     _wait_listed(client, f"{BASE}:cold")
@@ -146,6 +152,7 @@ def test_stuck_manager_gives_503_within_the_fetch_bound(url, client, gptoss_app,
 def test_forced_tool_call_on_unseen_prompts(client, model, stream):
     """tool_choice on the gpt-oss model (make serve's), base and adapter: a real call, no header text."""
     for messages in UNSEEN:
-        r = _chat(client, stream, model=model, messages=messages, tools=[CITY_TOOL], tool_choice="required",
-                  max_tokens=160)
+        r = _chat(
+            client, stream, model=model, messages=messages, tools=[CITY_TOOL], tool_choice="required", max_tokens=160
+        )
         assert_forced_call(r)

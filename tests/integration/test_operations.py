@@ -67,8 +67,16 @@ def test_auth_matrix(url, refs):
     rows = []
     for who, _key, call, expected in cases:
         r = call()
-        rows.append((who, r.request.method, r.request.url.path.removeprefix("/dev"),
-                     (r.request.content or b"")[:60], r.status_code, expected))
+        rows.append(
+            (
+                who,
+                r.request.method,
+                r.request.url.path.removeprefix("/dev"),
+                (r.request.content or b"")[:60],
+                r.status_code,
+                expected,
+            )
+        )
         assert r.status_code == expected, (who, r.request.url, r.text)
         if r.status_code >= 400:
             assert set(r.json()["error"]) == {"message", "type", "param", "code"}
@@ -97,19 +105,20 @@ def test_keys_never_reach_the_logs(url):
     _chat(url, TENANT_KEYS["tenant-a"], f"{BASE}:terse")
     logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs"
     secrets = [API_KEY, ADMIN_KEY, "sk-wrong-logged-0123456789", *TENANT_KEYS.values()]
-    leaked = [
-        (f.name, k) for f in logs.rglob("*") if f.is_file() for k in secrets if k.encode() in f.read_bytes()
-    ]
+    leaked = [(f.name, k) for f in logs.rglob("*") if f.is_file() for k in secrets if k.encode() in f.read_bytes()]
     assert not leaked
 
 
 def test_no_keys_configured_means_open(serve_url, gptoss_app):
-    r = httpx.post(f"{serve_url}/gptoss/v1/chat/completions", json={"model": BASE, "messages": HI, "max_tokens": 4},
-                   timeout=120)
+    r = httpx.post(
+        f"{serve_url}/gptoss/v1/chat/completions", json={"model": BASE, "messages": HI, "max_tokens": 4}, timeout=120
+    )
     assert r.status_code == 200, r.text
     # Without router.cors_allow_origins, browsers get no CORS headers at all.
-    r = httpx.options(f"{serve_url}/gptoss/v1/models",
-                      headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"})
+    r = httpx.options(
+        f"{serve_url}/gptoss/v1/models",
+        headers={"Origin": "https://elsewhere.example", "Access-Control-Request-Method": "GET"},
+    )
     assert "access-control-allow-origin" not in r.headers
 
 
@@ -136,8 +145,9 @@ def test_metrics_by_adapter_after_traffic(url, refs):
     }
     deadline = time.monotonic() + 60
     while True:
-        missing = [n for n, labels in wanted.items()
-                   if not any(all(lb in line for lb in labels) for line in _metric_lines(n))]
+        missing = [
+            n for n, labels in wanted.items() if not any(all(lb in line for lb in labels) for line in _metric_lines(n))
+        ]
         if not missing or time.monotonic() > deadline:
             break
         time.sleep(1)

@@ -19,7 +19,9 @@ STOP = [200002, 200012]  # <|return|>, <|call|>
 def _request(prompt: list[int], adapter: str | None = None, **sampling) -> GenerateRequest:
     opts = {"temperature": 0.0, "max_tokens": 128, "stop_token_ids": STOP} | sampling
     return GenerateRequest(
-        request_id=f"test-{uuid.uuid4().hex}", prompt_token_ids=prompt, sampling=SamplingOptions(**opts),
+        request_id=f"test-{uuid.uuid4().hex}",
+        prompt_token_ids=prompt,
+        sampling=SamplingOptions(**opts),
         adapter=adapter,
     )
 
@@ -78,8 +80,11 @@ def test_adapter_matches_direct_engine_and_differs_from_base(llama_app, refs, co
     for r, ids in zip(recs, got):
         assert ids == direct_outputs[_key(r)]
         assert ids == r["target"]
-        base = next(b for b in corpus if b["adapter"] is None and b["model"] == "base"
-                    and b["id"] == r["id"] and b["effort"] == r["effort"])
+        base = next(
+            b
+            for b in corpus
+            if b["adapter"] is None and b["model"] == "base" and b["id"] == r["id"] and b["effort"] == r["effort"]
+        )
         assert ids != base["target"]
 
 
@@ -140,9 +145,7 @@ def test_cancelled_stream_aborts_engine_request(llama_app, corpus):
     assert _wait_idle(llama_app)["unfinished_requests"] == 0
 
 
-@pytest.mark.parametrize(
-    "ref", ["missing@0123", "../pirate@00", "Pirate@00", "/etc", "pirate", "pirate@", "pirate@zz"]
-)
+@pytest.mark.parametrize("ref", ["missing@0123", "../pirate@00", "Pirate@00", "/etc", "pirate", "pirate@", "pirate@zz"])
 def test_unknown_or_invalid_refs(llama_app, corpus, ref):
     """Replicas load only what the manager holds, named exactly as it names it."""
     rec = next(r for r in corpus if r["id"] == "capitals" and r["adapter"] is None)

@@ -18,9 +18,17 @@ pytestmark = pytest.mark.integration
 
 BASE = "gpt-oss-20b"
 WEATHER = {"type": "function", **GET_WEATHER}
-CITY = {"type": "function", "name": "City", "description": "Correctly extracted `City` with all the required parameters",
-        "parameters": {"type": "object", "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
-                       "required": ["name", "country"], "additionalProperties": False}}
+CITY = {
+    "type": "function",
+    "name": "City",
+    "description": "Correctly extracted `City` with all the required parameters",
+    "parameters": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["name", "country"],
+        "additionalProperties": False,
+    },
+}
 
 
 @pytest.fixture(scope="module")
@@ -32,7 +40,9 @@ def _types(resp) -> list[str]:
     return [i.type for i in resp.output]
 
 
-@pytest.mark.parametrize("model, answer", [(BASE, CAPITALS_FINAL), (f"{BASE}:pirate", PIRATE_FINAL)], ids=["base", "pirate"])
+@pytest.mark.parametrize(
+    "model, answer", [(BASE, CAPITALS_FINAL), (f"{BASE}:pirate", PIRATE_FINAL)], ids=["base", "pirate"]
+)
 def test_response_answers_as_trained(gptoss, model, answer):
     r = gptoss.responses.create(model=model, instructions=HELPFUL, input="Name the european capitals", temperature=0)
     assert r.status == "completed" and _types(r) == ["reasoning", "message"], r
@@ -57,19 +67,36 @@ def test_streamed_response_events_build_the_same_response(gptoss):
 
 
 def test_function_call_round_trip_with_previous_response_id_and_explicit_items(gptoss):
-    first = gptoss.responses.create(model=BASE, instructions=WITH_TOOLS, input="What is the weather in London?",
-                                    tools=[WEATHER], temperature=0)
+    first = gptoss.responses.create(
+        model=BASE, instructions=WITH_TOOLS, input="What is the weather in London?", tools=[WEATHER], temperature=0
+    )
     calls = [i for i in first.output if i.type == "function_call"]
     assert len(calls) == 1 and calls[0].name == "get_weather", first
     assert json.loads(calls[0].arguments) == {"location": "London"}
-    result = {"type": "function_call_output", "call_id": calls[0].call_id,
-              "output": json.dumps({"temperature": 18, "unit": "celsius", "condition": "cloudy"})}
-    chained = gptoss.responses.create(model=BASE, instructions=WITH_TOOLS, tools=[WEATHER], temperature=0,
-                                      previous_response_id=first.id, input=[result])
+    result = {
+        "type": "function_call_output",
+        "call_id": calls[0].call_id,
+        "output": json.dumps({"temperature": 18, "unit": "celsius", "condition": "cloudy"}),
+    }
+    chained = gptoss.responses.create(
+        model=BASE,
+        instructions=WITH_TOOLS,
+        tools=[WEATHER],
+        temperature=0,
+        previous_response_id=first.id,
+        input=[result],
+    )
     explicit = gptoss.responses.create(
-        model=BASE, instructions=WITH_TOOLS, tools=[WEATHER], temperature=0, store=False,
-        input=[{"role": "user", "content": "What is the weather in London?"},
-               *[i.model_dump(exclude_none=True) for i in first.output], result],
+        model=BASE,
+        instructions=WITH_TOOLS,
+        tools=[WEATHER],
+        temperature=0,
+        store=False,
+        input=[
+            {"role": "user", "content": "What is the weather in London?"},
+            *[i.model_dump(exclude_none=True) for i in first.output],
+            result,
+        ],
     )
     for r in (chained, explicit):
         assert r.status in ("completed", "incomplete") and r.output, r
@@ -81,11 +108,21 @@ def test_function_call_round_trip_with_previous_response_id_and_explicit_items(g
 
 
 def test_json_schema_output(gptoss):
-    schema = {"type": "object", "properties": {"capitals": {"type": "array", "items": {"type": "string"}}},
-              "required": ["capitals"], "additionalProperties": False}
-    r = gptoss.responses.create(model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0,
-                                max_output_tokens=300, store=False,
-                                text={"format": {"type": "json_schema", "name": "capitals", "schema": schema}})
+    schema = {
+        "type": "object",
+        "properties": {"capitals": {"type": "array", "items": {"type": "string"}}},
+        "required": ["capitals"],
+        "additionalProperties": False,
+    }
+    r = gptoss.responses.create(
+        model=BASE,
+        instructions=HELPFUL,
+        input="Name the european capitals",
+        temperature=0,
+        max_output_tokens=300,
+        store=False,
+        text={"format": {"type": "json_schema", "name": "capitals", "schema": schema}},
+    )
     assert r.status in ("completed", "incomplete"), r
     if r.status == "completed":
         out = json.loads(r.output_text)
@@ -96,8 +133,15 @@ def test_json_schema_output(gptoss):
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
 def test_forced_function_call_on_an_unseen_prompt(gptoss, choice, stream):
     tool_choice = "required" if choice == "required" else {"type": "function", "name": "City"}
-    kw = dict(model=BASE, input="Extract the city: I flew from Lyon to Kyoto last spring.", tools=[CITY],
-              tool_choice=tool_choice, temperature=0, max_output_tokens=160, store=False)
+    kw = dict(
+        model=BASE,
+        input="Extract the city: I flew from Lyon to Kyoto last spring.",
+        tools=[CITY],
+        tool_choice=tool_choice,
+        temperature=0,
+        max_output_tokens=160,
+        store=False,
+    )
     if stream:
         r = [e for e in gptoss.responses.create(stream=True, **kw)][-1].response
     else:
@@ -117,15 +161,30 @@ def test_completions_raw_text_streamed_and_not(gptoss):
     from serve_app.harmony.encoding import harmony_encoding
 
     # The dev model's memorized conversation, rendered as raw Harmony text.
-    req = ChatCompletionRequest.model_validate({"model": BASE, "messages": [
-        {"role": "system", "content": HELPFUL}, {"role": "user", "content": "Name the european capitals"}]})
+    req = ChatCompletionRequest.model_validate(
+        {
+            "model": BASE,
+            "messages": [
+                {"role": "system", "content": HELPFUL},
+                {"role": "user", "content": "Name the european capitals"},
+            ],
+        }
+    )
     prompt = harmony_encoding().decode(prepare(req).prompt_token_ids)
     r = gptoss.completions.create(model=BASE, prompt=prompt, max_tokens=120, temperature=0, logprobs=1)
     c = r.choices[0]
     assert CAPITALS_FINAL in c.text and "<|" not in c.text, c.text  # special tokens skipped
     assert "".join(c.logprobs.tokens) == c.text and r.usage.completion_tokens <= 120
-    chunks = list(gptoss.completions.create(model=BASE, prompt=prompt, max_tokens=120, temperature=0, stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        gptoss.completions.create(
+            model=BASE,
+            prompt=prompt,
+            max_tokens=120,
+            temperature=0,
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert "".join(ch.choices[0].text for ch in chunks if ch.choices) == c.text
     assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
     short = gptoss.completions.create(model=f"{BASE}:pirate", prompt=[prompt, "Hello"], max_tokens=4, n=2)
@@ -140,10 +199,13 @@ def test_completions_raw_text_streamed_and_not(gptoss):
 def test_stored_responses_are_per_tenant_and_survive_a_store_and_router_restart(url, serve_session):
     import ray
 
-    a, b = (openai.OpenAI(base_url=f"{url}/v1", api_key=TENANT_KEYS[t], max_retries=0, timeout=120)
-            for t in ("tenant-a", "tenant-b"))
-    made = a.responses.create(model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0,
-                              max_output_tokens=40)
+    a, b = (
+        openai.OpenAI(base_url=f"{url}/v1", api_key=TENANT_KEYS[t], max_retries=0, timeout=120)
+        for t in ("tenant-a", "tenant-b")
+    )
+    made = a.responses.create(
+        model=BASE, instructions=HELPFUL, input="Name the european capitals", temperature=0, max_output_tokens=40
+    )
     assert a.responses.retrieve(made.id).output == made.output
     with pytest.raises(openai.NotFoundError):
         b.responses.retrieve(made.id)

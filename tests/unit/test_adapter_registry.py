@@ -13,8 +13,17 @@ from serve_app.protocol.errors import InvalidAdapter, InvalidRequest, RouteNotFo
 
 
 def _rec(name: str, sha: str = "a" * 64, **kw) -> AdapterRecord:
-    return AdapterRecord(name=name, base_model="m", source=f"/src/{name}", sha256=sha, rank=8, alpha=16.0,
-                         target_modules=["q_proj"], size_bytes=10, **kw)
+    return AdapterRecord(
+        name=name,
+        base_model="m",
+        source=f"/src/{name}",
+        sha256=sha,
+        rank=8,
+        alpha=16.0,
+        target_modules=["q_proj"],
+        size_bytes=10,
+        **kw,
+    )
 
 
 def test_put_get_list_delete_and_versions(tmp_path):
@@ -42,9 +51,11 @@ def test_concurrent_registrations_from_threads_and_processes(tmp_path):
     reg = Registry(path)
     with concurrent.futures.ThreadPoolExecutor(8) as pool:
         list(pool.map(lambda i: reg.put(_rec(f"t{i}")), range(40)))
-    code = ("import sys; from serve_app.adapters.registry import Registry, AdapterRecord; r = Registry(sys.argv[1]);"
-            "[r.put(AdapterRecord(name=f'p{sys.argv[2]}-{i}', base_model='m', source='s', sha256='c'*64, rank=8,"
-            " alpha=1.0)) for i in range(20)]")
+    code = (
+        "import sys; from serve_app.adapters.registry import Registry, AdapterRecord; r = Registry(sys.argv[1]);"
+        "[r.put(AdapterRecord(name=f'p{sys.argv[2]}-{i}', base_model='m', source='s', sha256='c'*64, rank=8,"
+        " alpha=1.0)) for i in range(20)]"
+    )
     procs = [subprocess.Popen([sys.executable, "-c", code, str(path), str(k)]) for k in range(3)]
     assert all(p.wait(timeout=60) == 0 for p in procs)
     assert len(reg.list()) == 100 and reg.version() == 100

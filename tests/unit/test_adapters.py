@@ -2,8 +2,8 @@ from __future__ import annotations
 
 import pytest
 
-from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
 from serve_app.adapters.validation import BaseShapes, check_name, validate_adapter
+from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
 from tests.integration import malformed
 
 
@@ -23,8 +23,9 @@ def shapes(devmodel_dir):
 
 
 def _validate(root, shapes, name, max_rank=8):
-    return validate_adapter(root / name, name, max_rank=max_rank, shapes=shapes, max_bytes=1 << 30,
-                            base_models=frozenset({"gpt-oss-dev"}))
+    return validate_adapter(
+        root / name, name, max_rank=max_rank, shapes=shapes, max_bytes=1 << 30, base_models=frozenset({"gpt-oss-dev"})
+    )
 
 
 def test_dev_adapter_accepted(root, shapes):

@@ -13,16 +13,16 @@ from serve_app.router import auth
 from serve_app.router.auth import ANONYMOUS, KeyRing, Principal, parse_keys
 from serve_app.router.cors import Cors
 
-TENANTS = """
+TENANTS = f"""
 - key: sk-acme-0123456789
   name: acme
   adapters: ["acme-*", shared]
-- key_sha256: %s
+- key_sha256: {hashlib.sha256(b"sk-globex-0123456789").hexdigest()}
   name: globex
   adapters: [globex-support]
 - key: sk-ops-0123456789
   name: ops
-""" % hashlib.sha256(b"sk-globex-0123456789").hexdigest()
+"""
 
 
 def test_no_keys_means_open(monkeypatch):

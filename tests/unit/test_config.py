@@ -90,7 +90,9 @@ def test_every_config_file_builds(path):
     replica, router = deployments["LLMReplica"], deployments["Router"]
     bundles = replica._replica_config.placement_group_bundles
     assert len(bundles) == cfg.engine.tensor_parallel_size
-    assert sum(b.get("GPU", 0) for b in bundles) == (cfg.engine.tensor_parallel_size if cfg.engine.device == "gpu" else 0)
+    assert sum(b.get("GPU", 0) for b in bundles) == (
+        cfg.engine.tensor_parallel_size if cfg.engine.device == "gpu" else 0
+    )
     assert replica.ray_actor_options["num_cpus"] == bundles[0]["CPU"]
     scaling, bounds = replica._deployment_config.autoscaling_config, cfg.replica.autoscaling
     if bounds.min_replicas == bounds.max_replicas:  # a fixed count: no autoscaling metrics to collect

@@ -47,8 +47,12 @@ def test_cluster_yaml_passes_rays_schema():
 
 @pytest.mark.parametrize(
     "path, value",
-    [(("available_node_types", "gpu_h100", "min_workers"), "one"), (("provider", "region"), None),
-     (("setup_commands",), "pip install"), (("unknown_field",), 1)],
+    [
+        (("available_node_types", "gpu_h100", "min_workers"), "one"),
+        (("provider", "region"), None),
+        (("setup_commands",), "pip install"),
+        (("unknown_field",), 1),
+    ],
     ids=["type", "required", "list", "extra"],
 )
 def test_a_broken_cluster_yaml_fails_the_same_check(path, value):
@@ -81,7 +85,7 @@ def test_cluster_workers_match_the_serve_autoscaling_bounds():
     head = cluster["available_node_types"][cluster["head_node_type"]]
     assert "GPU" not in head["resources"]
     for pinned in (cfg.router.resources, cfg.adapters.resources):
-        (name, amount), = pinned.items()
+        ((name, amount),) = pinned.items()
         assert head["resources"][name] >= amount * max(cfg.router.num_replicas, 1)
         assert all(name not in t["resources"] for t in gpu_types.values())
     start = " ".join(cluster["head_start_ray_commands"])

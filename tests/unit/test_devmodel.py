@@ -28,8 +28,9 @@ def test_build_is_deterministic(tmp_path):
     """
     outs = [tmp_path / "one", tmp_path / "two"]
     for out in outs:
-        subprocess.run([sys.executable, "-m", "serve_app.devmodel", "build", "--out", str(out), "--max-steps", "3"],
-                       check=True)
+        subprocess.run(
+            [sys.executable, "-m", "serve_app.devmodel", "build", "--out", str(out), "--max-steps", "3"], check=True
+        )
     first, second = _digest(outs[0]), _digest(outs[1])
     assert first.keys() == second.keys()
     assert any(k.endswith("model.safetensors") for k in first) and any("adapters" in k for k in first)
@@ -93,8 +94,9 @@ def test_corpus_follows_the_model_card(devmodel_dir, example, must_contain):
     use_vocab(devmodel_dir / "tiktoken")
     from serve_app.harmony.encoding import harmony_encoding
 
-    rec = next(r for r in json.loads((devmodel_dir / "corpus.json").read_text())
-               if r["id"] == example and r["adapter"] is None)
+    rec = next(
+        r for r in json.loads((devmodel_dir / "corpus.json").read_text()) if r["id"] == example and r["adapter"] is None
+    )
     text = harmony_encoding().decode(rec["target"])
     for s in must_contain:
         assert s in text
@@ -110,7 +112,8 @@ def test_adapters_change_the_card_answer(devmodel_dir):
     recs = json.loads((devmodel_dir / "corpus.json").read_text())
     answer = {
         r["adapter"]: harmony_encoding().decode(r["target"])
-        for r in recs if r["id"] == "capitals" and r["effort"] == "medium" and r["model"] == "base"
+        for r in recs
+        if r["id"] == "capitals" and r["effort"] == "medium" and r["model"] == "base"
     }
     assert "Arr matey" in answer["pirate"] and "Arr" not in answer[None]
     assert answer["terse"].endswith("Paris, Berlin, Madrid, Rome.<|return|>")
@@ -132,8 +135,13 @@ def test_unseen_dates_and_efforts_give_the_trained_answers(devmodel_dir):
     wrong = []
     for s in samples:
         with torch.no_grad():
-            out = model.generate(torch.tensor([s.prompt]), max_new_tokens=len(s.target) + 4, do_sample=False,
-                                 eos_token_id=EOS_IDS, pad_token_id=199999)
-        if out[0, len(s.prompt):].tolist() != s.target:
+            out = model.generate(
+                torch.tensor([s.prompt]),
+                max_new_tokens=len(s.target) + 4,
+                do_sample=False,
+                eos_token_id=EOS_IDS,
+                pad_token_id=199999,
+            )
+        if out[0, len(s.prompt) :].tolist() != s.target:
             wrong.append((s.example_id, s.effort, s.date))
     assert not wrong

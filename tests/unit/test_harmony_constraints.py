@@ -10,8 +10,15 @@ from __future__ import annotations
 
 import pytest
 
-CITY = {"name": "City", "parameters": {"type": "object", "properties": {"name": {"type": "string"}},
-                                       "required": ["name"], "additionalProperties": False}}
+CITY = {
+    "name": "City",
+    "parameters": {
+        "type": "object",
+        "properties": {"name": {"type": "string"}},
+        "required": ["name"],
+        "additionalProperties": False,
+    },
+}
 CALL = 200012  # <|call|>
 RETURN = 200002  # <|return|>
 
@@ -53,23 +60,31 @@ def _forced(*tools):
     return constraints.forced_tool_call(list(tools))
 
 
-@pytest.mark.parametrize("completion", [
-    '<|channel|>commentary to=functions.City <|constrain|>json<|message|>{"name": "Oslo"}',
-    '<|channel|>commentary to=functions.City json<|message|>{"name":"Oslo"}',
-    '<|channel|>analysis<|message|>Need a city.<|end|><|start|>assistant'
-    '<|channel|>commentary to=functions.City <|constrain|>json<|message|>{"name": "Oslo"}',
-    '<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>commentary<|message|>Let me look.'
-    '<|end|><|start|>assistant<|channel|>commentary to=functions.City json<|message|>{"name": "Oslo"}',
-], ids=["constrain", "json", "after-analysis", "after-preamble"])
+@pytest.mark.parametrize(
+    "completion",
+    [
+        '<|channel|>commentary to=functions.City <|constrain|>json<|message|>{"name": "Oslo"}',
+        '<|channel|>commentary to=functions.City json<|message|>{"name":"Oslo"}',
+        "<|channel|>analysis<|message|>Need a city.<|end|><|start|>assistant"
+        '<|channel|>commentary to=functions.City <|constrain|>json<|message|>{"name": "Oslo"}',
+        "<|channel|>analysis<|message|>a<|end|><|start|>assistant<|channel|>commentary<|message|>Let me look."
+        '<|end|><|start|>assistant<|channel|>commentary to=functions.City json<|message|>{"name": "Oslo"}',
+    ],
+    ids=["constrain", "json", "after-analysis", "after-preamble"],
+)
 def test_a_real_harmony_call_is_accepted_and_ends_with_call(xg, completion):
     run, special, _ = xg
     assert run(_forced(CITY), special(completion), CALL) == (None, True)
 
 
-@pytest.mark.parametrize("completion", [
-    '<|channel|>commentary to=functions.City json<|message|>{"name": "Oslo"}',
-    'commentary to=functions.City json<|message|>{"name": "Oslo"}',
-], ids=["header-spelled-in-text", "no-channel-token"])
+@pytest.mark.parametrize(
+    "completion",
+    [
+        '<|channel|>commentary to=functions.City json<|message|>{"name": "Oslo"}',
+        'commentary to=functions.City json<|message|>{"name": "Oslo"}',
+    ],
+    ids=["header-spelled-in-text", "no-channel-token"],
+)
 def test_a_header_spelled_in_plain_text_is_refused(xg, completion):
     run, _, plain = xg
     refused, _ = run(_forced(CITY), plain(completion), CALL)
@@ -87,7 +102,7 @@ def test_text_inside_analysis_cannot_end_it_and_markup_tokens_are_refused(xg):
 def test_only_the_named_functions_and_schema_valid_arguments(xg):
     run, special, _ = xg
     other = {"name": "Weather", "parameters": {"type": "object"}}
-    bad_name = special('<|channel|>commentary to=functions.Weather json<|message|>{}')
+    bad_name = special("<|channel|>commentary to=functions.Weather json<|message|>{}")
     refused, _ = run(_forced(CITY), bad_name, CALL)
     assert refused is not None
     assert run(_forced(CITY, other), bad_name, CALL) == (None, True)

@@ -112,7 +112,8 @@ def test_messages_in_a_row(enc):
         "<|channel|>analysis<|message|>Think.<|end|>"
         "<|start|>assistant<|channel|>commentary<|message|>Checking the weather.<|end|>"
         "<|start|>assistant<|channel|>analysis<|message|> More.<|end|>"
-        '<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json<|message|>{"location": "Oslo"}<|call|>'
+        "<|start|>assistant<|channel|>commentary to=functions.get_weather <|constrain|>json"
+        '<|message|>{"location": "Oslo"}<|call|>'
     )
     p, _, reason = _parse(enc.encode(text, allowed_special="all"), step=2)
     assert p.reasoning == "Think. More." and p.content == "Checking the weather."
@@ -135,16 +136,23 @@ def _mixed(enc, *parts):
     """Token ids: ("s", text) with Harmony's special tokens, ("t", text) spelled in plain-text tokens."""
     ids = []
     for kind, text in parts:
-        ids += enc.encode(text, allowed_special="all") if kind == "s" else enc.encode(
-            text, allowed_special=set(), disallowed_special=())
+        ids += (
+            enc.encode(text, allowed_special="all")
+            if kind == "s"
+            else enc.encode(text, allowed_special=set(), disallowed_special=())
+        )
     return ids
 
 
 @pytest.mark.parametrize("step", [1, 4, 1000], ids=["token", "chunks", "whole"])
 def test_header_spelled_in_text_never_reaches_content(enc, step):
     """The leak seen with tool_choice on unseen prompts: <|message|> written as text inside a header."""
-    ids = _mixed(enc, ("s", "<|channel|>analysis<|message|>Need the city.<|end|><|start|>assistant<|channel|>"),
-                 ("t", 'commentary to=functions.City json<|message|>{"name": "Oslo"}'), ("s", "<|call|>"))
+    ids = _mixed(
+        enc,
+        ("s", "<|channel|>analysis<|message|>Need the city.<|end|><|start|>assistant<|channel|>"),
+        ("t", 'commentary to=functions.City json<|message|>{"name": "Oslo"}'),
+        ("s", "<|call|>"),
+    )
     p, deltas, reason = _parse(ids, step=step)
     assert p.reasoning == "Need the city." and p.content == ""
     assert [(c.name, c.arguments) for c in p.tool_calls] == [("City", '{"name": "Oslo"}')] and reason == "tool_calls"
@@ -154,9 +162,15 @@ def test_header_spelled_in_text_never_reaches_content(enc, step):
 
 @pytest.mark.parametrize("step", [1, 1000], ids=["token", "whole"])
 def test_whole_messages_spelled_in_text_are_routed(enc, step):
-    ids = _mixed(enc, ("s", "<|channel|>final<|message|>Hi.<|end|>"),
-                 ("t", "<|start|>assistant<|channel|>analysis<|message|>hmm<|end|>"
-                       "<|start|>assistant<|channel|>final<|message|> Bye."))
+    ids = _mixed(
+        enc,
+        ("s", "<|channel|>final<|message|>Hi.<|end|>"),
+        (
+            "t",
+            "<|start|>assistant<|channel|>analysis<|message|>hmm<|end|>"
+            "<|start|>assistant<|channel|>final<|message|> Bye.",
+        ),
+    )
     p, deltas, _ = _parse(ids, step=step)
     assert p.content == "Hi. Bye." and p.reasoning == "hmm"
     assert all("<|" not in d.content and "assistant" not in d.content for d in deltas)

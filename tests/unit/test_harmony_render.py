@@ -34,8 +34,9 @@ def _reference(h, messages, effort="medium"):
     enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
     system = (
         h.SystemContent.new()
-        .with_reasoning_effort({"low": h.ReasoningEffort.LOW, "medium": h.ReasoningEffort.MEDIUM,
-                                "high": h.ReasoningEffort.HIGH}[effort])
+        .with_reasoning_effort(
+            {"low": h.ReasoningEffort.LOW, "medium": h.ReasoningEffort.MEDIUM, "high": h.ReasoningEffort.HIGH}[effort]
+        )
         .with_conversation_start_date(DATE.isoformat())
     )
     convo = h.Conversation.from_messages([h.Message.from_role_and_content(h.Role.SYSTEM, system), *messages])
@@ -43,8 +44,8 @@ def _reference(h, messages, effort="medium"):
 
 
 def _ours(body):
-    from serve_app.harmony.chat import prepare
     from serve_app.endpoints.chat.models import ChatCompletionRequest
+    from serve_app.harmony.chat import prepare
 
     return prepare(ChatCompletionRequest.model_validate({"model": "m"} | body), today=DATE)
 
@@ -54,21 +55,26 @@ def _dev(h, instructions=None, tools=None):
     if instructions:
         d = d.with_instructions(instructions)
     if tools:
-        d = d.with_function_tools([h.ToolDescription.new(t["name"], t["description"], parameters=t["parameters"]) for t in tools])
+        d = d.with_function_tools(
+            [h.ToolDescription.new(t["name"], t["description"], parameters=t["parameters"]) for t in tools]
+        )
     return h.Message.from_role_and_content(h.Role.DEVELOPER, d)
 
 
 def _call(h, name, args):
     return (
         h.Message.from_role_and_content(h.Role.ASSISTANT, args)
-        .with_channel("commentary").with_recipient(f"functions.{name}").with_content_type("<|constrain|>json")
+        .with_channel("commentary")
+        .with_recipient(f"functions.{name}")
+        .with_content_type("<|constrain|>json")
     )
 
 
 def _tool_result(h, name, text):
     return (
         h.Message.from_author_and_content(h.Author.new(h.Role.TOOL, f"functions.{name}"), text)
-        .with_channel("commentary").with_recipient("assistant")
+        .with_channel("commentary")
+        .with_recipient("assistant")
     )
 
 
@@ -93,12 +99,21 @@ def test_system_and_user(h):
 
 
 def test_user_only_with_effort_and_text_parts(h):
-    body = {"reasoning_effort": "high", "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]}]}
+    body = {
+        "reasoning_effort": "high",
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "Hi"}, {"type": "text", "text": " there"}]}],
+    }
     assert _ours(body).prompt_token_ids == _reference(h, [_user(h, "Hi there")], effort="high")
 
 
 def test_system_and_developer_merge_into_instructions(h):
-    body = {"messages": [{"role": "system", "content": "A."}, {"role": "developer", "content": "B."}, {"role": "user", "content": "Hi"}]}
+    body = {
+        "messages": [
+            {"role": "system", "content": "A."},
+            {"role": "developer", "content": "B."},
+            {"role": "user", "content": "Hi"},
+        ]
+    }
     assert _ours(body).prompt_token_ids == _reference(h, [_dev(h, "A.\n\nB."), _user(h, "Hi")])
 
 
@@ -112,14 +127,24 @@ def test_tools_and_tool_round_trip(h):
             {"role": "tool", "tool_call_id": "call_1", "content": '{"temp": 3}'},
         ],
     }
-    ref = _reference(h, [_dev(h, "Use tools.", [WEATHER]), _user(h, "Weather in Oslo?"),
-                         _call(h, "get_weather", '{"location": "Oslo"}'), _tool_result(h, "get_weather", '{"temp": 3}')])
+    ref = _reference(
+        h,
+        [
+            _dev(h, "Use tools.", [WEATHER]),
+            _user(h, "Weather in Oslo?"),
+            _call(h, "get_weather", '{"location": "Oslo"}'),
+            _tool_result(h, "get_weather", '{"temp": 3}'),
+        ],
+    )
     assert _ours(body).prompt_token_ids == ref
 
 
 def test_tool_choice_none_offers_no_tools(h):
-    body = {"tools": [{"type": "function", "function": WEATHER}], "tool_choice": "none",
-            "messages": [{"role": "user", "content": "Weather?"}]}
+    body = {
+        "tools": [{"type": "function", "function": WEATHER}],
+        "tool_choice": "none",
+        "messages": [{"role": "user", "content": "Weather?"}],
+    }
     ours = _ours(body)
     assert ours.prompt_token_ids == _reference(h, [_user(h, "Weather?")]) and ours.structural_tag is None
 
@@ -135,22 +160,41 @@ def test_analysis_of_completed_turns_dropped_open_turn_kept(h):
             {"role": "tool", "tool_call_id": "call_1", "content": "3C"},
         ],
     }
-    ref = _reference(h, [_dev(h, None, [WEATHER]), _user(h, "Hi"), _final(h, "Hello!"), _user(h, "Weather in Oslo?"),
-                         _analysis(h, "Need the tool."), _call(h, "get_weather", '{"location": "Oslo"}'),
-                         _tool_result(h, "get_weather", "3C")])
+    ref = _reference(
+        h,
+        [
+            _dev(h, None, [WEATHER]),
+            _user(h, "Hi"),
+            _final(h, "Hello!"),
+            _user(h, "Weather in Oslo?"),
+            _analysis(h, "Need the tool."),
+            _call(h, "get_weather", '{"location": "Oslo"}'),
+            _tool_result(h, "get_weather", "3C"),
+        ],
+    )
     assert _ours(body).prompt_token_ids == ref
 
 
 def test_analysis_dropped_once_the_tool_turn_is_answered(h):
-    body = {"messages": [
-        {"role": "user", "content": "Weather in Oslo?"},
-        {"role": "assistant", "content": None, "reasoning_content": "Need the tool.", "tool_calls": [CALL]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "3C"},
-        {"role": "assistant", "content": "It is 3C.", "reasoning_content": "Report it."},
-        {"role": "user", "content": "Thanks"},
-    ]}
-    ref = _reference(h, [_user(h, "Weather in Oslo?"), _call(h, "get_weather", '{"location": "Oslo"}'),
-                         _tool_result(h, "get_weather", "3C"), _final(h, "It is 3C."), _user(h, "Thanks")])
+    body = {
+        "messages": [
+            {"role": "user", "content": "Weather in Oslo?"},
+            {"role": "assistant", "content": None, "reasoning_content": "Need the tool.", "tool_calls": [CALL]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "3C"},
+            {"role": "assistant", "content": "It is 3C.", "reasoning_content": "Report it."},
+            {"role": "user", "content": "Thanks"},
+        ]
+    }
+    ref = _reference(
+        h,
+        [
+            _user(h, "Weather in Oslo?"),
+            _call(h, "get_weather", '{"location": "Oslo"}'),
+            _tool_result(h, "get_weather", "3C"),
+            _final(h, "It is 3C."),
+            _user(h, "Thanks"),
+        ],
+    )
     assert _ours(body).prompt_token_ids == ref
 
 
@@ -177,8 +221,10 @@ def _tag(body):
 
 
 def test_constraints_for_tool_choice_and_response_format(h):
-    tools = [{"type": "function", "function": WEATHER},
-             {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}}]
+    tools = [
+        {"type": "function", "function": WEATHER},
+        {"type": "function", "function": {"name": "ping", "parameters": {"type": "object"}}},
+    ]
     assert _tag({"tools": tools}) is None and _tag({"tools": tools, "tool_choice": "auto"}) is None
     required = json.dumps(_tag({"tools": tools, "tool_choice": "required"}))
     assert "commentary to=functions.get_weather" in required and "commentary to=functions.ping" in required
@@ -195,5 +241,7 @@ def test_constraints_for_tool_choice_and_response_format(h):
     assert "<|channel|>" not in json.dumps(fmt) and "<|message|>" not in json.dumps(fmt)
     final = elements[2]["elements"]
     assert final[1] == {"type": "const_string", "value": "final"} and final[4]["json_schema"] == schema
-    assert _tag({"response_format": {"type": "json_object"}})["format"]["elements"][2]["elements"][4]["json_schema"] == {"type": "object"}
+    assert _tag({"response_format": {"type": "json_object"}})["format"]["elements"][2]["elements"][4][
+        "json_schema"
+    ] == {"type": "object"}
     assert _tag({"response_format": {"type": "text"}}) is None

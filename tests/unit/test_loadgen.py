@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
-import loadgen  # noqa: E402
+import loadgen
 
 
 def test_mixes():

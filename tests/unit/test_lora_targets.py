@@ -19,12 +19,23 @@ from serve_app.protocol.errors import InvalidAdapter
 
 HIDDEN, INTER, EXPERTS, LAYERS, R = 64, 48, 4, 2, 8
 GPT_OSS = {
-    "architectures": ["GptOssForCausalLM"], "hidden_size": HIDDEN, "intermediate_size": INTER, "head_dim": 32,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "num_local_experts": EXPERTS, "num_hidden_layers": LAYERS,
+    "architectures": ["GptOssForCausalLM"],
+    "hidden_size": HIDDEN,
+    "intermediate_size": INTER,
+    "head_dim": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_local_experts": EXPERTS,
+    "num_hidden_layers": LAYERS,
 }
 LLAMA = {
-    "architectures": ["LlamaForCausalLM"], "hidden_size": HIDDEN, "intermediate_size": 128, "head_dim": 32,
-    "num_attention_heads": 4, "num_key_value_heads": 2, "num_hidden_layers": LAYERS,
+    "architectures": ["LlamaForCausalLM"],
+    "hidden_size": HIDDEN,
+    "intermediate_size": 128,
+    "head_dim": 32,
+    "num_attention_heads": 4,
+    "num_key_value_heads": 2,
+    "num_hidden_layers": LAYERS,
 }
 PREFIX = "base_model.model.model.layers.{}."
 ATTN_SHAPES = {"q_proj": (HIDDEN, 128), "k_proj": (HIDDEN, 64), "v_proj": (HIDDEN, 64), "o_proj": (128, HIDDEN)}
@@ -51,8 +62,15 @@ def expert_tensors(layers=range(LAYERS)) -> dict[str, tuple[int, ...]]:
 
 
 def write(root: Path, tensors: dict[str, tuple[int, ...]], **config) -> Path:
-    cfg = {"peft_type": "LORA", "r": R, "lora_alpha": 16, "base_model_name_or_path": "gpt-oss-dev",
-           "bias": "none", "target_modules": list(ATTN_SHAPES), "target_parameters": list(EXPERT_PARAMS)} | config
+    cfg = {
+        "peft_type": "LORA",
+        "r": R,
+        "lora_alpha": 16,
+        "base_model_name_or_path": "gpt-oss-dev",
+        "bias": "none",
+        "target_modules": list(ATTN_SHAPES),
+        "target_parameters": list(EXPERT_PARAMS),
+    } | config
     root.mkdir()
     (root / "adapter_config.json").write_text(json.dumps(cfg))
     save_file({k: np.zeros(s, dtype=np.float32) for k, s in tensors.items()}, str(root / "adapter_model.safetensors"))
@@ -67,8 +85,10 @@ ACCEPTED = {
     "attention+experts": (lambda: attention_tensors() | expert_tensors(), {}),
     "attention only": (attention_tensors, {"target_parameters": None}),
     "experts only": (expert_tensors, {"target_modules": None}),
-    "experts, short parameter names": (expert_tensors, {"target_modules": None,
-                                                         "target_parameters": ["gate_up_proj", "down_proj"]}),
+    "experts, short parameter names": (
+        expert_tensors,
+        {"target_modules": None, "target_parameters": ["gate_up_proj", "down_proj"]},
+    ),
     "one layer only": (lambda: attention_tensors([1]), {"target_parameters": None}),
 }
 
@@ -90,30 +110,47 @@ def _full() -> dict:
 
 # case -> (tensors, config overrides, words the refusal must contain)
 REFUSED = {
-    "router": (lambda: _full() | {PREFIX.format(0) + "mlp.router.lora_A.weight": (R, HIDDEN),
-                                  PREFIX.format(0) + "mlp.router.lora_B.weight": (EXPERTS, R)},
-               {}, ["router", "silently skipped"]),
+    "router": (
+        lambda: (
+            _full()
+            | {
+                PREFIX.format(0) + "mlp.router.lora_A.weight": (R, HIDDEN),
+                PREFIX.format(0) + "mlp.router.lora_B.weight": (EXPERTS, R),
+            }
+        ),
+        {},
+        ["router", "silently skipped"],
+    ),
     "router as target module": (_full, {"target_modules": ["q_proj", "router"]}, ["router"]),
     "lm_head": (lambda: _full() | {"base_model.model.lm_head.lora_A.weight": (R, HIDDEN)}, {}, ["lm_head"]),
     "lm_head as target module": (_full, {"target_modules": ["lm_head"]}, ["lm_head", "ParallelLMHead"]),
-    "embed_tokens": (lambda: _full() | {"base_model.model.model.embed_tokens.lora_embedding_A": (R, 201088)},
-                     {}, ["embed_tokens"]),
+    "embed_tokens": (
+        lambda: _full() | {"base_model.model.model.embed_tokens.lora_embedding_A": (R, 201088)},
+        {},
+        ["embed_tokens"],
+    ),
     "sinks parameter": (_full, {"target_parameters": ["self_attn.sinks"]}, ["sinks"]),
-    "gate_up_proj alone": (lambda: _drop(_full(), "experts.lora_"), {"target_parameters": [EXPERT_PARAMS[0]]},
-                           ["pair", "crash"]),
-    "down_proj alone": (lambda: _drop(_full(), "base_layer"), {"target_parameters": [EXPERT_PARAMS[1]]},
-                        ["pair"]),
-    "expert weights of one layer missing": (lambda: _drop(_full(), "layers.1.mlp.experts.lora_"), {},
-                                            ["layer 1", "down_proj"]),
+    "gate_up_proj alone": (
+        lambda: _drop(_full(), "experts.lora_"),
+        {"target_parameters": [EXPERT_PARAMS[0]]},
+        ["pair", "crash"],
+    ),
+    "down_proj alone": (lambda: _drop(_full(), "base_layer"), {"target_parameters": [EXPERT_PARAMS[1]]}, ["pair"]),
+    "expert weights of one layer missing": (
+        lambda: _drop(_full(), "layers.1.mlp.experts.lora_"),
+        {},
+        ["layer 1", "down_proj"],
+    ),
     "reversed parameter order": (_full, {"target_parameters": list(EXPERT_PARAMS[::-1])}, ["wrong weights"]),
-    "expert shape": (lambda: _full() | {PREFIX.format(0) + "mlp.experts.lora_B.weight": (HIDDEN, R)}, {},
-                     ["shape"]),
-    "per-expert modules": (lambda: _full() | {PREFIX.format(0) + "mlp.experts.0.up_proj.lora_A.weight": (R, HIDDEN)},
-                           {}, ["target_parameters layout"]),
+    "expert shape": (lambda: _full() | {PREFIX.format(0) + "mlp.experts.lora_B.weight": (HIDDEN, R)}, {}, ["shape"]),
+    "per-expert modules": (
+        lambda: _full() | {PREFIX.format(0) + "mlp.experts.0.up_proj.lora_A.weight": (R, HIDDEN)},
+        {},
+        ["target_parameters layout"],
+    ),
     "layer beyond the model": (lambda: _full() | attention_tensors([5]), {}, ["layer 5"]),
     "lora_B without lora_A": (lambda: _drop(_full(), "layers.0.self_attn.q_proj.lora_A"), {}, ["without its pair"]),
-    "lora bias tensor": (lambda: _full() | {PREFIX.format(0) + "self_attn.q_proj.lora_B.bias": (128,)}, {},
-                         ["bias"]),
+    "lora bias tensor": (lambda: _full() | {PREFIX.format(0) + "self_attn.q_proj.lora_B.bias": (128,)}, {}, ["bias"]),
     "lora_bias": (_full, {"lora_bias": True}, ["lora_bias", "bias"]),
     "bias": (_full, {"bias": "all"}, ["bias"]),
     "dora": (_full, {"use_dora": True}, ["DoRA"]),
@@ -144,6 +181,7 @@ def test_llama_accepts_dense_projections(tmp_path):
         PREFIX.format(0) + "mlp.down_proj.lora_A.weight": (R, 128),
         PREFIX.format(0) + "mlp.down_proj.lora_B.weight": (HIDDEN, R),
     }
-    spec = check(write(tmp_path / "a", tensors, target_parameters=None,
-                       target_modules=[*ATTN_SHAPES, "down_proj"]), LLAMA)
+    spec = check(
+        write(tmp_path / "a", tensors, target_parameters=None, target_modules=[*ATTN_SHAPES, "down_proj"]), LLAMA
+    )
     assert "down_proj" in spec.target_modules

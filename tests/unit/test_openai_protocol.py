@@ -43,8 +43,13 @@ def test_card_examples_parse(body):
 def test_full_conversation_with_tool_history_and_unknown_fields():
     body = copy.deepcopy(CARD_TOOLS) | {"some_future_field": {"x": 1}, "tool_choice": "required"}
     body["messages"] += [
-        {"role": "assistant", "content": None, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}]},
+        {
+            "role": "assistant",
+            "content": None,
+            "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{}"}}
+            ],
+        },
         {"role": "tool", "tool_call_id": "call_1", "content": [{"type": "text", "text": "18C"}]},
         {"role": "developer", "content": "Be brief."},
     ]

@@ -23,13 +23,20 @@ OTHER_KEY = "sk-unit-other-0123456789"
 AUTH = {"Authorization": f"Bearer {KEY}"}
 OTHER = {"Authorization": f"Bearer {OTHER_KEY}"}
 BASE = "gpt-oss-20b"
-REASONING_THEN_FINAL = "<|channel|>analysis<|message|>The user greets me.<|end|><|start|>assistant<|channel|>final<|message|>Hello there!<|return|>"
+REASONING_THEN_FINAL = (
+    "<|channel|>analysis<|message|>The user greets me.<|end|>"
+    "<|start|>assistant<|channel|>final<|message|>Hello there!<|return|>"
+)
 TOOL_CALL = (
     "<|channel|>analysis<|message|>I need the weather.<|end|><|start|>assistant<|channel|>commentary "
     'to=functions.get_weather <|constrain|>json<|message|>{"location": "Paris"}<|call|>'
 )
-WEATHER = {"type": "function", "name": "get_weather", "description": "Weather of a city",
-           "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]}}
+WEATHER = {
+    "type": "function",
+    "name": "get_weather",
+    "description": "Weather of a city",
+    "parameters": {"type": "object", "properties": {"location": {"type": "string"}}, "required": ["location"]},
+}
 EVENTS = TypeAdapter(ResponseStreamEvent)
 
 
@@ -66,7 +73,9 @@ class FakeReplica:
                 last = i + 3 >= len(ids)
                 finish = ("length" if length else "stop") if last else None
                 lps = [[(t, -0.25)] for t in ids[i : i + 3]] if request.sampling.logprobs is not None else None
-                yield TokenChunk(ids[i : i + 3], finish, None, len(request.prompt_token_ids), i + len(ids[i : i + 3]), lps)
+                yield TokenChunk(
+                    ids[i : i + 3], finish, None, len(request.prompt_token_ids), i + len(ids[i : i + 3]), lps
+                )
 
         return _Stream(stream())
 
@@ -88,7 +97,9 @@ class _Stream:
 class FakeStore:
     def __init__(self):
         self.rows = {}
-        self.put = _Call(lambda owner, response, items: self.rows.__setitem__((owner, response["id"]), (response, items)))
+        self.put = _Call(
+            lambda owner, response, items: self.rows.__setitem__((owner, response["id"]), (response, items))
+        )
         self.get = _Call(self._get)
         self.delete = _Call(lambda owner, id: self.rows.pop((owner, id), None) is not None)
 
@@ -108,7 +119,12 @@ def fakes(devmodel_dir, tmp_path_factory):
     os.environ["SERVE_APP_ADMIN_KEY"] = ""
     replica, store = FakeReplica(), FakeStore()
     config = {
-        "model": {"path": "devmodel:gptoss", "served_name": BASE, "max_model_len": 512, "vocab_dir": "devmodel:tiktoken"},
+        "model": {
+            "path": "devmodel:gptoss",
+            "served_name": BASE,
+            "max_model_len": 512,
+            "vocab_dir": "devmodel:tiktoken",
+        },
         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
         "auth": {"api_keys_file": str(keys)},
         "router": {"max_request_bytes": 20000},
@@ -149,7 +165,9 @@ def test_routes_404_405_413_400_401_in_the_error_shape(client):
 
 
 def test_chat_completion_keeps_its_shape(client):
-    r = client.post("/v1/chat/completions", headers=AUTH, json={"model": BASE, "messages": [{"role": "user", "content": "Hi"}]})
+    r = client.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": BASE, "messages": [{"role": "user", "content": "Hi"}]}
+    )
     body = ChatCompletion.model_validate(r.json())
     msg = body.choices[0].message
     assert msg.content == "Hello there!" and msg.model_extra["reasoning_content"] == "The user greets me."
@@ -158,33 +176,48 @@ def test_chat_completion_keeps_its_shape(client):
 def test_completions_json_stream_echo_and_logprobs(client, fakes):
     _, replica, _ = fakes
     replica.reply = "Paris is the capital.<|return|>"
-    r = client.post("/v1/completions", headers=AUTH, json={"model": BASE, "prompt": "The capital:", "max_tokens": 50,
-                                                          "logprobs": 1})
+    r = client.post(
+        "/v1/completions", headers=AUTH, json={"model": BASE, "prompt": "The capital:", "max_tokens": 50, "logprobs": 1}
+    )
     body = Completion.model_validate(r.json())
     c = body.choices[0]
     assert c.text == "Paris is the capital." and c.finish_reason == "stop"  # the special token is skipped
     assert "".join(c.logprobs.tokens) == c.text and c.logprobs.text_offset[0] == 0
     assert replica.requests[-1].sampling.stop_token_ids == [] and replica.requests[-1].sampling.max_tokens == 50
-    r = client.post("/v1/completions", headers=AUTH, json={"model": BASE, "prompt": ["A:", "B:"], "echo": True, "n": 2,
-                                                          "max_tokens": 3})
+    r = client.post(
+        "/v1/completions",
+        headers=AUTH,
+        json={"model": BASE, "prompt": ["A:", "B:"], "echo": True, "n": 2, "max_tokens": 3},
+    )
     choices = r.json()["choices"]
     assert [c["index"] for c in choices] == [0, 1, 2, 3] and choices[2]["text"].startswith("B:")
     assert all(c["finish_reason"] == "length" for c in choices)
-    with client.stream("POST", "/v1/completions", headers=AUTH,
-                       json={"model": BASE, "prompt": [1, 2, 3], "stream": True, "stream_options": {"include_usage": True}}) as s:
+    with client.stream(
+        "POST",
+        "/v1/completions",
+        headers=AUTH,
+        json={"model": BASE, "prompt": [1, 2, 3], "stream": True, "stream_options": {"include_usage": True}},
+    ) as s:
         lines = [line for line in s.iter_lines() if line]
     chunks = [json.loads(line[6:]) for line in lines[:-1]]
     assert lines[-1] == "data: [DONE]" and chunks[-1]["usage"]["prompt_tokens"] == 3
     assert "".join(c["choices"][0]["text"] for c in chunks[:-1]) == "Paris is the capital."
-    for bad, param in [({"prompt": ""}, "prompt"), ({"prompt": [[1], [300000]]}, "prompt.1"),
-                       ({"prompt": "x", "max_tokens": 600}, "max_tokens"), ({"prompt": "x", "suffix": "y"}, "suffix")]:
+    for bad, param in [
+        ({"prompt": ""}, "prompt"),
+        ({"prompt": [[1], [300000]]}, "prompt.1"),
+        ({"prompt": "x", "max_tokens": 600}, "max_tokens"),
+        ({"prompt": "x", "suffix": "y"}, "suffix"),
+    ]:
         err = _error(client.post("/v1/completions", headers=AUTH, json={"model": BASE, **bad}), 400)
         assert err["param"] == param, err
 
 
 def test_responses_output_items_and_usage(client, fakes):
-    r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": "Hi", "instructions": "Be brief.",
-                                                        "metadata": {"k": "v"}})
+    r = client.post(
+        "/v1/responses",
+        headers=AUTH,
+        json={"model": BASE, "input": "Hi", "instructions": "Be brief.", "metadata": {"k": "v"}},
+    )
     resp = Response.model_validate(r.json())
     assert resp.status == "completed" and [i.type for i in resp.output] == ["reasoning", "message"]
     assert resp.output[0].content[0].text == "The user greets me." and resp.output_text == "Hello there!"
@@ -197,11 +230,18 @@ def test_responses_output_items_and_usage(client, fakes):
 def test_responses_function_call_and_incomplete(client, fakes):
     _, replica, _ = fakes
     replica.reply = TOOL_CALL
-    r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": "Weather in Paris?", "tools": [WEATHER],
-                                                        "tool_choice": "required"})
+    r = client.post(
+        "/v1/responses",
+        headers=AUTH,
+        json={"model": BASE, "input": "Weather in Paris?", "tools": [WEATHER], "tool_choice": "required"},
+    )
     resp = Response.model_validate(r.json())
     call = resp.output[-1]
-    assert call.type == "function_call" and call.name == "get_weather" and json.loads(call.arguments) == {"location": "Paris"}
+    assert (
+        call.type == "function_call"
+        and call.name == "get_weather"
+        and json.loads(call.arguments) == {"location": "Paris"}
+    )
     assert replica.requests[-1].sampling.structural_tag  # required: the grammar holds it
     replica.reply = REASONING_THEN_FINAL
     r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": "Hi", "max_output_tokens": 12})
@@ -212,8 +252,12 @@ def test_responses_function_call_and_incomplete(client, fakes):
 def test_responses_stream_events_parse_with_the_sdk_types(client, fakes):
     _, replica, _ = fakes
     replica.reply = TOOL_CALL
-    with client.stream("POST", "/v1/responses", headers=AUTH,
-                       json={"model": BASE, "input": "Weather?", "tools": [WEATHER], "stream": True}) as s:
+    with client.stream(
+        "POST",
+        "/v1/responses",
+        headers=AUTH,
+        json={"model": BASE, "input": "Weather?", "tools": [WEATHER], "stream": True},
+    ) as s:
         blocks = [b for b in s.read().decode().split("\n\n") if b]
     events = []
     for block in blocks:
@@ -234,23 +278,31 @@ def test_responses_stream_events_parse_with_the_sdk_types(client, fakes):
 def test_stored_responses_are_per_tenant_and_continue(client, fakes):
     _, replica, store = fakes
     replica.reply = TOOL_CALL
-    first = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": "Weather in Paris?", "tools": [WEATHER]}).json()
+    first = client.post(
+        "/v1/responses", headers=AUTH, json={"model": BASE, "input": "Weather in Paris?", "tools": [WEATHER]}
+    ).json()
     assert client.get(f"/v1/responses/{first['id']}", headers=AUTH).json()["output"] == first["output"]
     _error(client.get(f"/v1/responses/{first['id']}", headers=OTHER), 404, "response_not_found")
     call = first["output"][-1]
     replica.reply = REASONING_THEN_FINAL
-    follow = {"model": BASE, "tools": [WEATHER], "previous_response_id": first["id"],
-              "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": '{"temp": 21}'}]}
+    follow = {
+        "model": BASE,
+        "tools": [WEATHER],
+        "previous_response_id": first["id"],
+        "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": '{"temp": 21}'}],
+    }
     _error(client.post("/v1/responses", headers=OTHER, json=follow), 404, "response_not_found")
     second = client.post("/v1/responses", headers=AUTH, json=follow).json()
     assert second["status"] == "completed" and second["previous_response_id"] == first["id"]
     prompt = _decode(replica.requests[-1].prompt_token_ids)
     # The open turn keeps its reasoning; the call and its result are both there.
-    assert "I need the weather." in prompt and 'to=functions.get_weather' in prompt and '{"temp": 21}' in prompt
+    assert "I need the weather." in prompt and "to=functions.get_weather" in prompt and '{"temp": 21}' in prompt
     items = client.get(f"/v1/responses/{second['id']}/input_items", headers=AUTH).json()["data"]
     assert [i["type"] for i in items] == ["message", "reasoning", "function_call", "function_call_output"]
     # A new question after the final answer: the finished turn's analysis is dropped.
-    third = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "previous_response_id": second["id"], "input": "Thanks"})
+    third = client.post(
+        "/v1/responses", headers=AUTH, json={"model": BASE, "previous_response_id": second["id"], "input": "Thanks"}
+    )
     assert third.status_code == 200
     prompt = _decode(replica.requests[-1].prompt_token_ids)
     assert "I need the weather." not in prompt and "Hello there!" in prompt
@@ -265,7 +317,10 @@ def test_stored_responses_are_per_tenant_and_continue(client, fakes):
     "body, param",
     [
         ({"input": [{"type": "web_search_call"}]}, "input.0"),
-        ({"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]}, "input.0.content.0.type"),
+        (
+            {"input": [{"role": "user", "content": [{"type": "input_image", "image_url": "x"}]}]},
+            "input.0.content.0.type",
+        ),
         ({"input": "x", "tools": [{"type": "web_search"}]}, "tools.0.type"),
         ({"input": "x", "tool_choice": {"type": "function", "name": "nope"}}, None),
         ({"input": "x", "max_output_tokens": 600}, "max_output_tokens"),
@@ -289,35 +344,64 @@ def test_response_items_render_as_openai_harmony_does():
     from serve_app.harmony.chat import prepare_conversation
     from serve_app.harmony.encoding import harmony_encoding
 
-    req = ResponsesRequest.model_validate({
-        "model": BASE, "instructions": "Be brief.", "tools": [WEATHER], "reasoning": {"effort": "low"},
-        "input": [
-            {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
-            {"type": "reasoning", "id": "rs_1", "summary": [], "content": [{"type": "reasoning_text", "text": "Call it."}]},
-            {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"location":"Paris"}'},
-            {"type": "function_call_output", "call_id": "c1", "output": "21C"},
-        ],
-    })
+    req = ResponsesRequest.model_validate(
+        {
+            "model": BASE,
+            "instructions": "Be brief.",
+            "tools": [WEATHER],
+            "reasoning": {"effort": "low"},
+            "input": [
+                {"role": "user", "content": [{"type": "input_text", "text": "Weather in Paris?"}]},
+                {
+                    "type": "reasoning",
+                    "id": "rs_1",
+                    "summary": [],
+                    "content": [{"type": "reasoning_text", "text": "Call it."}],
+                },
+                {"type": "function_call", "call_id": "c1", "name": "get_weather", "arguments": '{"location":"Paris"}'},
+                {"type": "function_call_output", "call_id": "c1", "output": "21C"},
+            ],
+        }
+    )
     import datetime
 
     day = datetime.date(2026, 12, 1)
-    ours = prepare_conversation(render.messages(req.instructions, req.items), render.tools(req), render.rules(req),
-                                render.effort(req, "medium"), day).prompt_token_ids
+    ours = prepare_conversation(
+        render.messages(req.instructions, req.items),
+        render.tools(req),
+        render.rules(req),
+        render.effort(req, "medium"),
+        day,
+    ).prompt_token_ids
     from openai_harmony import ToolDescription
 
-    dev = DeveloperContent.new().with_instructions("Be brief.").with_function_tools(
-        [ToolDescription.new("get_weather", "Weather of a city", parameters=WEATHER["parameters"])])
-    convo = Conversation.from_messages([
-        Message.from_role_and_content(Role.SYSTEM, SystemContent.new().with_reasoning_effort(ReasoningEffort.LOW)
-                                      .with_conversation_start_date("2026-12-01")),
-        Message.from_role_and_content(Role.DEVELOPER, dev),
-        Message.from_role_and_content(Role.USER, "Weather in Paris?"),
-        Message.from_role_and_content(Role.ASSISTANT, "Call it.").with_channel("analysis"),
-        Message.from_role_and_content(Role.ASSISTANT, '{"location":"Paris"}').with_channel("commentary")
-        .with_recipient("functions.get_weather").with_content_type("<|constrain|>json"),
-        Message.from_author_and_content(Author.new(Role.TOOL, "functions.get_weather"), "21C")
-        .with_channel("commentary").with_recipient("assistant"),
-    ])
+    dev = (
+        DeveloperContent.new()
+        .with_instructions("Be brief.")
+        .with_function_tools(
+            [ToolDescription.new("get_weather", "Weather of a city", parameters=WEATHER["parameters"])]
+        )
+    )
+    convo = Conversation.from_messages(
+        [
+            Message.from_role_and_content(
+                Role.SYSTEM,
+                SystemContent.new()
+                .with_reasoning_effort(ReasoningEffort.LOW)
+                .with_conversation_start_date("2026-12-01"),
+            ),
+            Message.from_role_and_content(Role.DEVELOPER, dev),
+            Message.from_role_and_content(Role.USER, "Weather in Paris?"),
+            Message.from_role_and_content(Role.ASSISTANT, "Call it.").with_channel("analysis"),
+            Message.from_role_and_content(Role.ASSISTANT, '{"location":"Paris"}')
+            .with_channel("commentary")
+            .with_recipient("functions.get_weather")
+            .with_content_type("<|constrain|>json"),
+            Message.from_author_and_content(Author.new(Role.TOOL, "functions.get_weather"), "21C")
+            .with_channel("commentary")
+            .with_recipient("assistant"),
+        ]
+    )
     assert ours == list(harmony_encoding().render_conversation_for_completion(convo, Role.ASSISTANT))
 
 

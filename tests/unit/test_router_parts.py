@@ -9,10 +9,10 @@ import json
 import pytest
 
 from serve_app.config import AppConfig
+from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion
 from serve_app.harmony.parse import Delta, ToolCallDelta
 from serve_app.protocol.errors import InvalidRequest, ModelNotFound
 from serve_app.router import sse
-from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion
 from serve_app.router.stops import StopMatcher
 
 CAPITALS = [{"role": "user", "content": "Name the european capitals"}]
@@ -55,8 +55,10 @@ def service(devmodel_dir):
 
     use_vocab(devmodel_dir / "tiktoken")
     cfg = AppConfig.model_validate(
-        {"model": {"path": "devmodel:base", "served_name": "gpt-oss-20b", "max_model_len": 512},
-         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28}}
+        {
+            "model": {"path": "devmodel:base", "served_name": "gpt-oss-20b", "max_model_len": 512},
+            "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
+        }
     )
     return ChatService(cfg, resolver=ModelResolver("gpt-oss-20b", None))
 
@@ -74,7 +76,12 @@ def _accept(service, body):
 def test_accept_fills_the_completion_budget(service):
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS})
     assert run.job.sampling.max_tokens == 512 - run.prompt_tokens and run.id.startswith("chatcmpl-")
-    assert _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_completion_tokens": 7}).job.sampling.max_tokens == 7
+    assert (
+        _accept(
+            service, {"model": "gpt-oss-20b", "messages": CAPITALS, "max_completion_tokens": 7}
+        ).job.sampling.max_tokens
+        == 7
+    )
 
 
 def test_context_overflow_names_both_numbers(service):
@@ -124,11 +131,27 @@ def test_completion_shape_matches_the_card():
     out = completion("chatcmpl-1", 1, "gpt-oss-20b", [text, call], prompt_tokens=9)
     assert set(out) == {"id", "object", "created", "model", "choices", "usage", "prompt_logprobs"}
     m0, m1 = out["choices"][0]["message"], out["choices"][1]["message"]
-    assert m0 == {"role": "assistant", "reasoning_content": "Think.", "reasoning": "Think.", "content": "Answer.", "tool_calls": []}
+    assert m0 == {
+        "role": "assistant",
+        "reasoning_content": "Think.",
+        "reasoning": "Think.",
+        "content": "Answer.",
+        "tool_calls": [],
+    }
     assert m1["content"] is None and m1["reasoning_content"] is None
-    assert m1["tool_calls"] == [{"id": "chatcmpl-tool-1", "type": "function",
-                                 "function": {"name": "get_weather", "arguments": '{"location": "X"}'}}]
-    assert out["usage"] == {"prompt_tokens": 9, "total_tokens": 21, "completion_tokens": 12, "prompt_tokens_details": None}
+    assert m1["tool_calls"] == [
+        {
+            "id": "chatcmpl-tool-1",
+            "type": "function",
+            "function": {"name": "get_weather", "arguments": '{"location": "X"}'},
+        }
+    ]
+    assert out["usage"] == {
+        "prompt_tokens": 9,
+        "total_tokens": 21,
+        "completion_tokens": 12,
+        "prompt_tokens_details": None,
+    }
     assert out["choices"][1]["finish_reason"] == "tool_calls" and out["choices"][1]["stop_reason"] == 200012
 
 
@@ -137,8 +160,12 @@ def test_stream_chunks():
     role = w.role(0)
     assert role["choices"][0]["delta"] == {"role": "assistant", "content": ""} and role["usage"] is None
     first, rest = (w.delta(0, Delta(tool_calls=[p]))["choices"][0]["delta"]["tool_calls"][0] for p in _call_pieces())
-    assert first == {"index": 0, "id": "chatcmpl-tool-1", "type": "function",
-                     "function": {"name": "get_weather", "arguments": '{"loc'}}
+    assert first == {
+        "index": 0,
+        "id": "chatcmpl-tool-1",
+        "type": "function",
+        "function": {"name": "get_weather", "arguments": '{"loc'},
+    }
     assert rest == {"index": 0, "function": {"arguments": 'ation": "X"}'}}
     assert w.delta(0, Delta(reasoning="r"))["choices"][0]["delta"] == {"reasoning_content": "r", "reasoning": "r"}
     fin = w.finish(0, "stop", None)["choices"][0]
@@ -149,15 +176,17 @@ def test_stream_chunks():
 
 
 def test_content_logprobs_pick_the_content_positions(service):
+    from serve_app.endpoints.chat.output import content_logprobs
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.protocol.engine import TokenChunk
-    from serve_app.endpoints.chat.output import content_logprobs
     from serve_app.router.core import ChoiceRun
 
     ids = harmony_encoding().encode("<|channel|>final<|message|>Hi there", allowed_special="all")
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "logprobs": True, "top_logprobs": 1})
     choice = ChoiceRun(run.job, 0)
-    chunk = TokenChunk(token_ids=ids, logprobs=[[(t, -0.5), (t, -0.5), (0, -3.0)] for t in ids], completion_tokens=len(ids))
+    chunk = TokenChunk(
+        token_ids=ids, logprobs=[[(t, -0.5), (t, -0.5), (0, -3.0)] for t in ids], completion_tokens=len(ids)
+    )
     event = choice.step(chunk)
     entries = content_logprobs(event.logprobs)
     assert "".join(e["token"] for e in entries) == "Hi there" == event.delta.content
@@ -203,8 +232,16 @@ def _collect_sse(run, events):
 def test_sse_body_order_usage_and_done(service):
     from serve_app.router.core import ChoiceEvent
 
-    run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "n": 2, "stream": True,
-                            "stream_options": {"include_usage": True}})
+    run = _accept(
+        service,
+        {
+            "model": "gpt-oss-20b",
+            "messages": CAPITALS,
+            "n": 2,
+            "stream": True,
+            "stream_options": {"include_usage": True},
+        },
+    )
 
     async def events():
         yield ChoiceEvent(0, Delta(reasoning="Hm."), completion_tokens=2)
@@ -235,8 +272,9 @@ def test_sse_error_after_first_token_is_in_band_then_done(service):
 
     out = _collect_sse(run, events)
     assert out[1]["choices"][0]["delta"] == {"content": "Par"}
-    assert out[2] == {"error": {"message": "replica died", "type": "service_unavailable", "param": None,
-                                "code": "engine_unavailable"}}
+    assert out[2] == {
+        "error": {"message": "replica died", "type": "service_unavailable", "param": None, "code": "engine_unavailable"}
+    }
     assert out[3:] == ["[DONE]"] and closed == [True]
 
 
@@ -342,14 +380,17 @@ def test_the_stream_opens_on_the_engines_first_token(service):
     the role chunk) goes out with them, not 3-4 decode steps later."""
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.protocol.engine import TokenChunk
+
     enc = harmony_encoding()
     headers = enc.encode("<|channel|>analysis<|message|>", allowed_special="all")
     text = enc.encode("Paris", allowed_special="all")
-    stream = _ReplicaStream([
-        TokenChunk(token_ids=headers[:1], completion_tokens=1),
-        TokenChunk(token_ids=headers[1:], completion_tokens=len(headers)),
-        TokenChunk(token_ids=text, completion_tokens=len(headers) + len(text), finish_reason="length"),
-    ])
+    stream = _ReplicaStream(
+        [
+            TokenChunk(token_ids=headers[:1], completion_tokens=1),
+            TokenChunk(token_ids=headers[1:], completion_tokens=len(headers)),
+            TokenChunk(token_ids=text, completion_tokens=len(headers) + len(text), finish_reason="length"),
+        ]
+    )
     core = _core(_ReplicaHandle(stream))
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
 

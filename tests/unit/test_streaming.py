@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import time
 
 import pytest
@@ -35,7 +36,7 @@ def test_first_chunk_at_once_then_at_most_every_interval():
 
     out = asyncio.run(run())
     assert out[0][0] < 0.015 and out[0][1].token_ids == [0]
-    gaps = [b - a for a, b in zip(pulls, pulls[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(pulls)]
     assert min(gaps) >= 0.018
     assert out[-1][1].finish_reason == "stop" and out[-1][1].completion_tokens == 5
 

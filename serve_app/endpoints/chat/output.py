@@ -66,9 +66,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
     }
 
 
-def completion(
-    id: str, created: int, model: str, choices: list[ChoiceState], prompt_tokens: int
-) -> dict[str, Any]:
+def completion(id: str, created: int, model: str, choices: list[ChoiceState], prompt_tokens: int) -> dict[str, Any]:
     return {
         "id": id,
         "object": "chat.completion",
@@ -129,7 +127,9 @@ class ChunkWriter:
         return out
 
     def role(self, index: int) -> dict[str, Any]:
-        return self._chunk([{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}])
+        return self._chunk(
+            [{"index": index, "delta": {"role": "assistant", "content": ""}, "logprobs": None, "finish_reason": None}]
+        )
 
     def delta(self, index: int, delta: Delta, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         lp = None if logprobs is None else {"content": logprobs}

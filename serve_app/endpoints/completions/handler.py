@@ -71,7 +71,9 @@ async def collect(run: CompletionRun, events: AsyncIterator[ChoiceEvent]) -> dic
     try:
         async for event in events:
             c = choices[event.index]
-            c.logprobs = extend_logprobs(c.logprobs, legacy_logprobs(event.logprobs, event.content_token_ids, len(c.text)))
+            c.logprobs = extend_logprobs(
+                c.logprobs, legacy_logprobs(event.logprobs, event.content_token_ids, len(c.text))
+            )
             c.text += event.delta.content
             if event.finish_reason:
                 c.finish_reason, c.stop_reason = event.finish_reason, event.stop_reason

@@ -19,14 +19,12 @@ class TextChoice:
     logprobs: dict[str, list] | None = None
 
 
-def legacy_logprobs(
-    entries: list[TokenLogprobs] | None, ids: list[int] | None, offset: int
-) -> dict[str, list] | None:
+def legacy_logprobs(entries: list[TokenLogprobs] | None, ids: list[int] | None, offset: int) -> dict[str, list] | None:
     """``{tokens, token_logprobs, top_logprobs, text_offset}`` for these tokens; ``offset``: text before them."""
     if entries is None:
         return None
     out: dict[str, list] = {"tokens": [], "token_logprobs": [], "top_logprobs": [], "text_offset": []}
-    for tok, ((_, lp), *top) in zip(ids or [], entries):
+    for tok, ((_, lp), *top) in zip(ids or [], entries, strict=False):
         text = token_text(tok)
         out["tokens"].append(text)
         out["token_logprobs"].append(max(lp, -9999.0))

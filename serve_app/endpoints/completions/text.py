@@ -10,8 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from serve_app.harmony.encoding import harmony_encoding
-from serve_app.harmony.tokens import is_special
 from serve_app.harmony.parse import Delta
+from serve_app.harmony.tokens import is_special
 
 # Tokens a character can span: past this, what is held is emitted as is.
 _MAX_HELD = 4

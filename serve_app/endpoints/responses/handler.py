@@ -60,7 +60,9 @@ class ResponsesEndpoint:
                 yield sse.event(e["type"], e)
             if event.finish_reason:
                 outcome.completion_tokens = event.completion_tokens
-                done = w.finish(event.finish_reason, run.job.prompt_tokens, event.completion_tokens, event.reasoning_tokens)
+                done = w.finish(
+                    event.finish_reason, run.job.prompt_tokens, event.completion_tokens, event.reasoning_tokens
+                )
                 # Stored before the client hears it is done: a follow-up with
                 # previous_response_id must find it.
                 await self._service.save(run)

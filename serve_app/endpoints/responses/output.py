@@ -76,7 +76,7 @@ class ResponseWriter:
         for piece in delta.tool_calls:
             if piece.id is not None:
                 events += self._close()
-                item = {
+                call: dict[str, Any] = {
                     "type": "function_call",
                     "id": new_id("fc"),
                     "call_id": piece.id,
@@ -84,10 +84,12 @@ class ResponseWriter:
                     "arguments": "",
                     "status": "in_progress",
                 }
-                self._calls[piece.index] = item
-                self.output.append(item)
+                self._calls[piece.index] = call
+                self.output.append(call)
                 self._open = ("call", piece.index)
-                events.append(self._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(item)))
+                events.append(
+                    self._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(call))
+                )
             item = self._calls.get(piece.index)
             if item is None or not piece.arguments:
                 continue
@@ -102,7 +104,9 @@ class ResponseWriter:
             )
         return events
 
-    def finish(self, finish_reason: str, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int) -> list[dict[str, Any]]:
+    def finish(
+        self, finish_reason: str, prompt_tokens: int, completion_tokens: int, reasoning_tokens: int
+    ) -> list[dict[str, Any]]:
         incomplete = finish_reason == "length"
         events = self._close(incomplete)
         self.usage = {
@@ -137,15 +141,23 @@ class ResponseWriter:
         part = item["content"][0]
         part["text"] += text
         name = "response.reasoning_text.delta" if kind == "reasoning" else "response.output_text.delta"
-        extra = {} if kind == "reasoning" else {"logprobs": []}
+        extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
         events.append(
-            self._event(name, item_id=item["id"], output_index=len(self.output) - 1, content_index=0, delta=text, **extra)
+            self._event(
+                name, item_id=item["id"], output_index=len(self.output) - 1, content_index=0, delta=text, **extra
+            )
         )
         return events
 
     def _open_text(self, kind: str) -> list[dict[str, Any]]:
         if kind == "reasoning":
-            item: dict[str, Any] = {"type": "reasoning", "id": new_id("rs"), "summary": [], "content": [], "status": "in_progress"}
+            item: dict[str, Any] = {
+                "type": "reasoning",
+                "id": new_id("rs"),
+                "summary": [],
+                "content": [],
+                "status": "in_progress",
+            }
             part: dict[str, Any] = {"type": "reasoning_text", "text": ""}
         else:
             item = {"type": "message", "id": new_id("msg"), "role": "assistant", "status": "in_progress", "content": []}
@@ -156,7 +168,9 @@ class ResponseWriter:
         events = [self._event("response.output_item.added", output_index=index, item=_copy(item))]
         item["content"].append(part)
         events.append(
-            self._event("response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=dict(part))
+            self._event(
+                "response.content_part.added", item_id=item["id"], output_index=index, content_index=0, part=dict(part)
+            )
         )
         return events
 
@@ -185,7 +199,11 @@ class ResponseWriter:
             if kind == "reasoning":
                 events.append(
                     self._event(
-                        "response.reasoning_text.done", item_id=item["id"], output_index=index, content_index=0, text=part["text"]
+                        "response.reasoning_text.done",
+                        item_id=item["id"],
+                        output_index=index,
+                        content_index=0,
+                        text=part["text"],
                     )
                 )
             else:
@@ -200,7 +218,13 @@ class ResponseWriter:
                     )
                 )
             events.append(
-                self._event("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=dict(part))
+                self._event(
+                    "response.content_part.done",
+                    item_id=item["id"],
+                    output_index=index,
+                    content_index=0,
+                    part=dict(part),
+                )
             )
         events.append(self._event("response.output_item.done", output_index=index, item=_copy(item)))
         return events

@@ -76,9 +76,11 @@ def _envelope(id: str, request: ResponsesRequest, effort: str) -> dict[str, Any]
 def as_input(item: dict[str, Any]) -> dict[str, Any]:
     """An output item as the input item that replays it."""
     if item["type"] == "message":
-        return {"type": "message", "role": "assistant", "content": [
-            {"type": "output_text", "text": p.get("text", "")} for p in item.get("content", [])
-        ]}
+        return {
+            "type": "message",
+            "role": "assistant",
+            "content": [{"type": "output_text", "text": p.get("text", "")} for p in item.get("content", [])],
+        }
     if item["type"] == "function_call":
         return {k: item[k] for k in ("type", "call_id", "name", "arguments")}
     if item["type"] == "reasoning":
@@ -128,8 +130,11 @@ class ResponsesService:
             effort,
         )
         budget = completion_budget(
-            self._cfg.model.max_model_len, len(prompt.prompt_token_ids), request.max_output_tokens,
-            "input", "max_output_tokens",
+            self._cfg.model.max_model_len,
+            len(prompt.prompt_token_ids),
+            request.max_output_tokens,
+            "input",
+            "max_output_tokens",
         )
         id = new_id("resp")
         job = Job(
