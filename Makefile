@@ -21,16 +21,31 @@ CUDA_ONLY := torchvision torchaudio torchcodec triton
 HAPROXY ?= $(if $(shell command -v haproxy 2>/dev/null),1,0)
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 $(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
 
-.PHONY: serve test lint bench devmodel install clean-venv
+# The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
+LOCK := requirements/cpu-dev.lock
+
+.PHONY: serve test test-unit lint bench devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml $(LOCK)
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(PIP_EXTRA) -e '.[cpu,test,lint]'
+	$(PY) -m pip install --quiet $(PIP_EXTRA) -c $(LOCK) -e '.[cpu,test,lint,bench]'
 	$(PY) -m pip uninstall --quiet --yes $(CUDA_ONLY) 2>/dev/null || true
 	touch $@
+
+# Resolve pyproject.toml afresh in a scratch environment and write what it got
+# to $(LOCK) (commit it); `make install` then installs exactly that.
+lock:
+	rm -rf .lock-venv
+	$(PYTHON) -m venv .lock-venv
+	.lock-venv/bin/pip install --quiet --upgrade pip
+	.lock-venv/bin/pip install --quiet $(PIP_EXTRA) -e '.[cpu,test,lint,bench]'
+	.lock-venv/bin/pip uninstall --quiet --yes $(CUDA_ONLY) 2>/dev/null || true
+	mkdir -p $(dir $(LOCK))
+	.lock-venv/bin/pip freeze --exclude-editable | grep -v '^pip==' > $(LOCK)
+	rm -rf .lock-venv
 
 devmodel: install
 	$(PY) -m serve_app.devmodel build
@@ -41,11 +56,19 @@ serve: devmodel
 # This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
 # dev model, one after the other (about 10 minutes on 2 cores); the last lines
 # are the ours/vLLM ratios and CPU per token.
+# Results (JSON, throughput.png, ttft.png) go to $(BENCH_OUT).
+BENCH_OUT ?= bench-results
 bench: devmodel
-	$(SERVE_ENV) $(PY) benchmarks/compare.py $(BENCH_ARGS)
+	mkdir -p $(BENCH_OUT)
+	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(BENCH_ARGS)
+	$(PY) benchmarks/plots.py $(BENCH_OUT)/bench.json $(BENCH_OUT)
 
 test: devmodel
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q --durations=25
+
+# The fast tier: no Ray, no engine, no trained model (only the vocabulary, fetched and checked).
+test-unit: install
+	$(PY) -m pytest -q tests/unit -m "not model"
 
 # ruff (lint and format) and mypy over the code; CI runs it before the tests.
 lint: install

@@ -25,6 +25,8 @@ class HarmonyPrompt:
     stop_token_ids: list[int]
     # An xgrammar structural tag for vLLM's structured outputs, or None.
     structural_tag: str | None
+    # Whether the prompt offers functions (else a call the model writes is content).
+    tools_offered: bool = True
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ def prepare_conversation(
         prompt_token_ids=render_prompt(harmony_messages),
         stop_token_ids=assistant_stop_token_ids(),
         structural_tag=_structural_tag(rules, offered),
+        tools_offered=bool(offered),
     )
 
 

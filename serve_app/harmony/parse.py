@@ -65,8 +65,12 @@ def new_tool_call_id() -> str:
 class CompletionParser:
     """Feed completion token ids; get deltas; at the end, the finish reason."""
 
-    def __init__(self, encoding: HarmonyEncoding | None = None):
+    def __init__(self, encoding: HarmonyEncoding | None = None, tools: bool = True):
         self._enc = encoding or harmony_encoding()
+        # False when the request offered no function (no tools, or tool_choice
+        # "none"): a call the model writes anyway is returned as content, never
+        # as a tool call to a function the client did not define.
+        self._tools = tools
         self._parser = StreamableParser(self._enc, role=Role.ASSISTANT)
         self._header: list[int] = []  # tokens of a header not yet complete
         self._raw: list[int] | None = None  # set once the stream stops being Harmony
@@ -176,7 +180,7 @@ class CompletionParser:
         if not text:
             return Delta()
         channel, recipient = self._parser.current_channel, self._parser.current_recipient
-        if recipient and recipient.startswith(FUNCTIONS):
+        if recipient and recipient.startswith(FUNCTIONS) and self._tools:
             return Delta(tool_calls=[self._tool_piece(recipient, text)])
         if channel == "analysis":
             return Delta(reasoning=text)
@@ -202,7 +206,12 @@ class CompletionParser:
     def _finish_message(self, msg_index: int) -> Delta:
         """A tool call with no arguments streamed still has to be announced."""
         msg = self._parser.messages[msg_index]
-        if msg.recipient and msg.recipient.startswith(FUNCTIONS) and msg_index not in self._call_for_message:
+        if (
+            self._tools
+            and msg.recipient
+            and msg.recipient.startswith(FUNCTIONS)
+            and msg_index not in self._call_for_message
+        ):
             return Delta(tool_calls=[self._new_call(msg_index, msg.recipient, "{}")])
         return Delta()
 
@@ -222,7 +231,7 @@ class CompletionParser:
                 self._raw_sent.append(0)
             new = msg.text[self._raw_sent[i] :]
             self._raw_sent[i] = len(msg.text)
-            if msg.route == "tool":
+            if msg.route == "tool" and self._tools:
                 key = ("text", i)
                 if key not in self._call_for_message:
                     delta.tool_calls.append(self._new_call(key, FUNCTIONS + (msg.name or ""), new))

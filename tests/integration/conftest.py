@@ -26,6 +26,19 @@ import pytest
 import ray.serve._private.constants  # noqa: F401
 import yaml
 
+from tests.support.constants import (
+    ADMIN_KEY,
+    API_KEY,
+    DEV_ADAPTERS,
+    GPTOSS_DEV_ADAPTERS,
+    GPTOSS_FETCH_TIMEOUT_S,
+    GPTOSS_ONGOING,
+    GPTOSS_QUEUED,
+    METRICS_PORT,
+    TENANT_ADAPTERS,
+    TENANT_KEYS,
+)
+
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 
 REPO = Path(__file__).resolve().parents[2]
@@ -71,19 +84,6 @@ def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
 
 
 _HTTP = {"port": _free_port()}
-METRICS_PORT = _free_port()
-ADMIN_KEY = "test-admin-key-0123456789"
-DEV_ADAPTERS = ("pirate", "terse", "pirate-copy")
-# The dev app's inference keys (auth.api_keys_file): one for everything, one per tenant.
-API_KEY = "sk-test-all-0123456789"
-TENANT_KEYS = {"tenant-a": "sk-tenant-a-0123456789", "tenant-b": "sk-tenant-b-0123456789"}
-TENANT_ADAPTERS = {"tenant-a": ["pirate"], "tenant-b": ["terse", "pirate-*"]}
-AUTH = {"Authorization": f"Bearer {API_KEY}"}
-# The gptoss app's replica bounds: small, so that the overload test can exceed them.
-GPTOSS_ONGOING, GPTOSS_QUEUED = 8, 8
-GPTOSS_FETCH_TIMEOUT_S = 3.0
-# Names the gpt-oss app registers -> the dev-model adapter folders.
-GPTOSS_DEV_ADAPTERS = {"pirate": "gptoss-pirate", "terse": "gptoss-terse"}
 
 
 @pytest.fixture(scope="session")
@@ -130,7 +130,7 @@ def adapters_root(devmodel_dir, tmp_path_factory) -> Path:
         shutil.copytree(devmodel_dir / "adapters" / name, root / name)
     # A third valid adapter, one more than the dev config's engine slots.
     shutil.copytree(devmodel_dir / "adapters" / "pirate", root / "pirate-copy")
-    from tests.integration import malformed
+    from tests.support import malformed
 
     malformed.populate(root, devmodel_dir / "adapters" / "pirate", tmp_path_factory.mktemp("outside"))
     return root
@@ -240,7 +240,7 @@ def peft_reference(devmodel_dir, tmp_path_factory) -> dict:
 @pytest.fixture(scope="session")
 def gptoss_adapters_root(devmodel_dir, peft_reference, tmp_path_factory) -> Path:
     """The gpt-oss dev adapters, the peft-made ones, and gpt-oss adapters vLLM cannot serve."""
-    from tests.integration import malformed
+    from tests.support import malformed
 
     root = tmp_path_factory.mktemp("gptoss-adapters")
     for name in GPTOSS_DEV_ADAPTERS.values():

@@ -20,7 +20,8 @@ from serve_app.devmodel.corpus import (
     TERSE_FINAL,
     WITH_TOOLS,
 )
-from tests.integration.conftest import AUTH
+from tests.support.chat import CITY_TOOL, UNSEEN, _chat, assert_forced_call
+from tests.support.constants import AUTH
 
 pytestmark = pytest.mark.integration
 
@@ -29,49 +30,6 @@ CAPITALS = [{"role": "system", "content": HELPFUL}, {"role": "user", "content": 
 LONDON = [{"role": "system", "content": WITH_TOOLS}, {"role": "user", "content": "What is the weather in London?"}]
 TOOLS = [{"type": "function", "function": GET_WEATHER}]
 LONDON_ANSWER = "It is 18 degrees Celsius and cloudy in London."
-
-
-def _chat(client, stream: bool, **kw):
-    """One greedy completion; streamed ones are folded into the same shape."""
-    kw = {"model": BASE, "temperature": 0, "max_tokens": 256} | kw
-    if not stream:
-        r = client.chat.completions.create(**kw)
-        c = r.choices[0]
-        m = c.message
-        calls = [(t.id, t.function.name, t.function.arguments) for t in m.tool_calls or []]
-        return {
-            "reasoning": m.reasoning_content,
-            "content": m.content,
-            "calls": calls,
-            "finish": c.finish_reason,
-            "usage": r.usage,
-            "model": r.model,
-        }
-    chunks = list(client.chat.completions.create(stream=True, stream_options={"include_usage": True}, **kw))
-    reasoning, content, calls, finish = "", "", {}, None
-    assert chunks[0].choices[0].delta.role == "assistant"
-    for ch in chunks:
-        for c in ch.choices:
-            d = c.delta
-            reasoning += getattr(d, "reasoning_content", None) or ""
-            content += d.content or ""
-            for t in d.tool_calls or []:
-                if t.index not in calls:
-                    assert t.id and t.type == "function" and t.function.name, "first tool-call delta names the call"
-                    calls[t.index] = [t.id, t.function.name, ""]
-                calls[t.index][2] += t.function.arguments or ""
-            if c.finish_reason:
-                assert finish is None, "one finish_reason per choice"
-                finish = c.finish_reason
-    assert chunks[-1].choices == [] and chunks[-1].usage is not None
-    return {
-        "reasoning": reasoning or None,
-        "content": content or None,
-        "calls": [tuple(v) for v in calls.values()],
-        "finish": finish,
-        "usage": chunks[-1].usage,
-        "model": chunks[0].model,
-    }
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
@@ -228,47 +186,13 @@ def test_tool_choice_required_forces_a_call(client, stream):
     # Trained to answer 2 + 2 without a tool; "required" must make it call one anyway.
     msgs = [{"role": "system", "content": WITH_TOOLS}, {"role": "user", "content": "What is 2 + 2?"}]
     assert _chat(client, False, messages=msgs, tools=TOOLS)["calls"] == []
-    r = _chat(client, stream, messages=msgs, tools=TOOLS, tool_choice="required", max_tokens=64)
-    assert r["finish"] == "tool_calls" and [c[1] for c in r["calls"]] == ["get_weather"]
-    assert set(json.loads(r["calls"][0][2])) == {"location"}
     named = {"type": "function", "function": {"name": "get_weather"}}
-    r = _chat(client, stream, messages=msgs, tools=TOOLS, tool_choice=named, max_tokens=64)
-    assert r["finish"] == "tool_calls" and [c[1] for c in r["calls"]] == ["get_weather"]
-
-
-# Prompts and a tool the dev model never saw (what instructor's TOOLS mode and
-# pydantic-ai's structured output send): the call must hold whatever the weights say.
-CITY_TOOL = {
-    "type": "function",
-    "function": {
-        "name": "City",
-        "description": "Correctly extracted `City` with all the required parameters",
-        "parameters": {
-            "type": "object",
-            "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
-            "required": ["name", "country"],
-            "additionalProperties": False,
-        },
-    },
-}
-UNSEEN = [
-    [{"role": "user", "content": "Extract the city: I flew from Lyon to Kyoto last spring."}],
-    [
-        {"role": "system", "content": "You extract structured data."},
-        {"role": "user", "content": "Which city hosts the Sagrada Familia? Answer with the tool."},
-    ],
-]
-
-
-def assert_forced_call(r: dict, name: str = "City") -> None:
-    """A tool call to ``name`` and nothing else; its arguments schema-valid unless max_tokens cut them."""
-    assert r["finish"] in ("tool_calls", "length"), r
-    assert [c[1] for c in r["calls"]] == [name], r
-    for marker in ("<|", "|>", "to=functions", "assistantcommentary"):
-        assert marker not in (r["content"] or ""), f"header text in content: {r['content']!r}"
-    if r["finish"] == "tool_calls":
-        args = json.loads(r["calls"][0][2])
-        assert set(args) == {"name", "country"} and all(isinstance(v, str) for v in args.values())
+    for choice in ("required", named):
+        r = _chat(client, stream, messages=msgs, tools=TOOLS, tool_choice=choice, max_tokens=64)
+        # A call, whatever the weights say; its arguments schema-valid unless max_tokens cut them.
+        assert r["finish"] in ("tool_calls", "length") and [c[1] for c in r["calls"]] == ["get_weather"], r
+        if r["finish"] == "tool_calls":
+            assert set(json.loads(r["calls"][0][2])) == {"location"}
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

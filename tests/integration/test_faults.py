@@ -17,8 +17,8 @@ import httpx
 import pytest
 
 from serve_app.devmodel.corpus import HELPFUL, PIRATE_FINAL
-from tests.integration import hostile
-from tests.integration.conftest import AUTH, DEV_ADAPTERS
+from tests.support import hostile
+from tests.support.constants import AUTH, DEV_ADAPTERS
 
 pytestmark = [pytest.mark.integration, pytest.mark.faults]
 

@@ -17,10 +17,10 @@ import openai
 import pytest
 
 from serve_app.devmodel.corpus import CAPITALS_FINAL, PIRATE_FINAL, TERSE_FINAL
-from tests.integration import malformed
-from tests.integration.conftest import ADMIN_KEY, GPTOSS_FETCH_TIMEOUT_S, GPTOSS_ONGOING
-from tests.integration.test_chat_api import CITY_TOOL, UNSEEN, _chat, assert_forced_call
-from tests.integration.test_replica import _request, _run_all
+from tests.support import malformed
+from tests.support.chat import CITY_TOOL, UNSEEN, _chat, assert_forced_call
+from tests.support.constants import ADMIN_KEY, GPTOSS_FETCH_TIMEOUT_S, GPTOSS_ONGOING
+from tests.support.replica import _request, _run_all
 
 pytestmark = pytest.mark.integration
 

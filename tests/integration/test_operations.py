@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from benchmarks.overload import burst
-from tests.integration.conftest import (
+from tests.support.constants import (
     ADMIN_KEY,
     API_KEY,
     GPTOSS_ONGOING,
@@ -157,6 +157,13 @@ def test_metrics_by_adapter_after_traffic(url, refs):
     assert refused and not any("terse" in line for line in refused)
     # The dev app serves 3 adapters on 2 engine slots: earlier tests made it evict.
     assert _metric_lines("ray_serve_app_adapter_evictions_total")
+    # The Grafana dashboard's every metric is really exported (histograms as their buckets).
+    from tests.support.dashboard import dashboard_metrics
+
+    histograms = {n for n in wanted if n.endswith("_bucket")}
+    for name in sorted(dashboard_metrics()):
+        exported = f"{name}_bucket" if f"{name}_bucket" in histograms else name
+        assert _metric_lines(exported), f"the dashboard asks for {name}, which is not exported"
 
 
 def test_overload_is_429_with_retry_after_while_streams_complete(serve_url, gptoss_app):

@@ -4,7 +4,7 @@ import pytest
 
 from serve_app.adapters.validation import BaseShapes, check_name, validate_adapter
 from serve_app.protocol.errors import InvalidAdapter, ModelNotFound
-from tests.integration import malformed
+from tests.support import malformed
 
 
 @pytest.fixture(scope="module")

@@ -19,6 +19,7 @@ def _digest(root: Path) -> dict[str, str]:
     }
 
 
+@pytest.mark.model
 def test_build_is_deterministic(tmp_path):
     """Two builds in different folders are bit-for-bit the same.
 

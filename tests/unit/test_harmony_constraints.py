@@ -24,15 +24,18 @@ RETURN = 200002  # <|return|>
 
 
 @pytest.fixture(scope="module")
-def xg(devmodel_dir):
+def xg(vocab_dir, tmp_path_factory):
     xgr = pytest.importorskip("xgrammar")
     from transformers import AutoTokenizer
 
-    from serve_app.devmodel.vocab import use_vocab
+    from serve_app.devmodel.tokenizer import build_tokenizer
+    from serve_app.devmodel.vocab import VOCAB_NAME
     from serve_app.harmony.encoding import harmony_encoding
 
-    use_vocab(devmodel_dir / "tiktoken")
-    tokenizer = AutoTokenizer.from_pretrained(str(devmodel_dir / "gptoss"))
+    # The dev models' tokenizer, built from the vocabulary alone (no training).
+    folder = tmp_path_factory.mktemp("tokenizer")
+    build_tokenizer(vocab_dir / VOCAB_NAME, folder)
+    tokenizer = AutoTokenizer.from_pretrained(str(folder))
     info = xgr.TokenizerInfo.from_huggingface(tokenizer, vocab_size=201088, stop_token_ids=[RETURN, CALL])
     compiler = xgr.GrammarCompiler(info)
     enc = harmony_encoding()

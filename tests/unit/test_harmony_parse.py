@@ -8,18 +8,15 @@ import pytest
 
 
 @pytest.fixture(scope="module")
-def enc(devmodel_dir):
-    from serve_app.devmodel.vocab import use_vocab
-
-    use_vocab(devmodel_dir / "tiktoken")
+def enc(vocab_dir):
     from serve_app.harmony.encoding import harmony_encoding
 
     return harmony_encoding()
 
 
 @pytest.fixture(scope="module")
-def corpus(devmodel_dir):
-    return json.loads((devmodel_dir / "corpus.json").read_text())
+def corpus(rendered_corpus):
+    return rendered_corpus
 
 
 def _target(corpus, example):
@@ -191,3 +188,18 @@ def test_lenient_split_holds_back_a_marker_being_spelled():
     assert [(m.route, m.name, m.text) for m in msgs] == [("tool", "f", "{}")]
     assert split("<|channel|>commentary to=functions.f json", in_header=True, final=True) == []
     assert [m.text for m in split("plain answer", in_header=True, final=True)] == ["plain answer"]
+
+
+def test_a_call_to_no_offered_function_is_content(enc):
+    """tool_choice "none" or no tools: whatever the weights write, no tool_calls come back."""
+    from serve_app.harmony.parse import CompletionParser
+
+    text = (
+        "<|channel|>analysis<|message|>Call it.<|end|><|start|>assistant<|channel|>commentary "
+        'to=functions.get_weather <|constrain|>json<|message|>{"location": "Oslo"}<|call|>'
+    )
+    p = CompletionParser(tools=False)
+    deltas = [p.feed([t]) for t in enc.encode(text, allowed_special="all")]
+    last, reason = p.finish("stop")
+    assert not p.tool_calls and not any(d.tool_calls for d in [*deltas, last])
+    assert reason == "stop" and p.content == '{"location": "Oslo"}' and p.reasoning == "Call it."

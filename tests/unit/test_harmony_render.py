@@ -20,11 +20,8 @@ WEATHER = {
 
 
 @pytest.fixture(scope="module")
-def h(devmodel_dir):
-    """openai_harmony, with the dev build's vocabulary."""
-    from serve_app.devmodel.vocab import use_vocab
-
-    use_vocab(devmodel_dir / "tiktoken")
+def h(vocab_dir):
+    """openai_harmony, with the checked vocabulary."""
     import openai_harmony
 
     return openai_harmony

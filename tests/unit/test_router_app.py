@@ -109,7 +109,7 @@ class FakeStore:
 
 
 @pytest.fixture(scope="module")
-def fakes(devmodel_dir, tmp_path_factory):
+def fakes(vocab_dir, tmp_path_factory):
     import os
 
     from serve_app.router.ingress import Router
@@ -123,7 +123,7 @@ def fakes(devmodel_dir, tmp_path_factory):
             "path": "devmodel:gptoss",
             "served_name": BASE,
             "max_model_len": 512,
-            "vocab_dir": "devmodel:tiktoken",
+            "vocab_dir": str(vocab_dir),
         },
         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
         "auth": {"api_keys_file": str(keys)},

@@ -48,12 +48,10 @@ def test_stop_matcher_holds_back_only_what_could_match():
 
 
 @pytest.fixture(scope="module")
-def service(devmodel_dir):
-    from serve_app.devmodel.vocab import use_vocab
+def service(vocab_dir):
     from serve_app.endpoints.chat.service import ChatService
     from serve_app.router.models import ModelResolver
 
-    use_vocab(devmodel_dir / "tiktoken")
     cfg = AppConfig.model_validate(
         {
             "model": {"path": "devmodel:base", "served_name": "gpt-oss-20b", "max_model_len": 512},

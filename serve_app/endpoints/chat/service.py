@@ -8,6 +8,7 @@ it and the output shapes are the core's and ``output``'s.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 import uuid
 from dataclasses import dataclass
@@ -88,7 +89,7 @@ class ChatService:
                 structural_tag=prompt.structural_tag,
                 logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             ),
-            new_parser=CompletionParser,
+            new_parser=functools.partial(CompletionParser, tools=prompt.tools_offered),
             n=request.n,
             stop=[stop] if isinstance(stop, str) else list(stop or []),
             logprobs=request.logprobs,

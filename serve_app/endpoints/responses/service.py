@@ -8,6 +8,7 @@ over, as OpenAI's API does. The renderer decides which reasoning survives.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -152,7 +153,7 @@ class ResponsesService:
                 ignore_eos=request.ignore_eos,
                 structural_tag=prompt.structural_tag,
             ),
-            new_parser=CompletionParser,
+            new_parser=functools.partial(CompletionParser, tools=prompt.tools_offered),
             principal=principal,
             arrived=time.monotonic() if arrived is None else arrived,
         )
