@@ -33,6 +33,16 @@ def completion_budget(context: int, prompt_tokens: int, asked: int | None, promp
     return asked
 
 
+# Sampling fields that chat, responses and completions requests spell the same way.
+_REQUEST_FIELDS = ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "ignore_eos")
+
+
+def request_sampling(defaults: SamplingDefaults, request: object, **engine) -> SamplingOptions:
+    """``sampling`` with every shared field the request model has; ``engine``: the rest (budget, stops, grammar)."""
+    fields = {f: getattr(request, f) for f in _REQUEST_FIELDS if hasattr(request, f)}
+    return sampling(defaults, **fields, **engine)
+
+
 def sampling(
     defaults: SamplingDefaults,
     *,

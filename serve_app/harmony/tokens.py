@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 from serve_app.harmony.encoding import harmony_encoding
 
 # Ids of the o200k_harmony vocabulary (o200k_base plus Harmony's special tokens),
@@ -14,5 +16,7 @@ def encode_text(text: str) -> list[int]:
     return harmony_encoding().encode(text, allowed_special="all")
 
 
+@functools.lru_cache(maxsize=4096)
 def is_special(token_id: int) -> bool:
+    """Cached: asked once per streamed token, and each answer is a call into Rust."""
     return harmony_encoding().is_special_token(token_id)

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -37,6 +36,7 @@ from tests.support.constants import (
     METRICS_PORT,
     TENANT_ADAPTERS,
     TENANT_KEYS,
+    free_port,
 )
 
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
@@ -50,12 +50,6 @@ pytestmark = pytest.mark.integration
 def pytest_collection_modifyitems(items):
     """Fault tests kill the dev app's actors: run them after everything else."""
     items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="session")
@@ -83,7 +77,7 @@ def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
     return json.loads(out.read_text())
 
 
-_HTTP = {"port": _free_port()}
+_HTTP = {"port": free_port()}
 
 
 @pytest.fixture(scope="session")
@@ -150,7 +144,7 @@ def s3_server():
     """moto's S3 in server mode on a free local port, started and stopped here."""
     import httpx
 
-    port = _free_port()
+    port = free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
         stdout=subprocess.DEVNULL,

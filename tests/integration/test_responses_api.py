@@ -12,23 +12,14 @@ import openai
 import pytest
 
 from serve_app.devmodel.corpus import CAPITALS_ANALYSIS, CAPITALS_FINAL, GET_WEATHER, HELPFUL, PIRATE_FINAL, WITH_TOOLS
+from tests.support.chat import CITY_TOOL
 from tests.support.constants import TENANT_KEYS
 
 pytestmark = pytest.mark.integration
 
 BASE = "gpt-oss-20b"
 WEATHER = {"type": "function", **GET_WEATHER}
-CITY = {
-    "type": "function",
-    "name": "City",
-    "description": "Correctly extracted `City` with all the required parameters",
-    "parameters": {
-        "type": "object",
-        "properties": {"name": {"type": "string"}, "country": {"type": "string"}},
-        "required": ["name", "country"],
-        "additionalProperties": False,
-    },
-}
+CITY = {"type": "function", **CITY_TOOL["function"]}  # the chat tests' unseen tool, in Responses' flat form
 
 
 @pytest.fixture(scope="module")

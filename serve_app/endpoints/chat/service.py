@@ -16,7 +16,7 @@ from typing import Any
 
 from serve_app.config import AppConfig
 from serve_app.endpoints.chat.models import ChatCompletionRequest
-from serve_app.endpoints.common import completion_budget, sampling
+from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.harmony.chat import HarmonyPrompt, prepare
 from serve_app.harmony.parse import CompletionParser
 from serve_app.protocol.wire import parse
@@ -75,17 +75,11 @@ class ChatService:
             id=f"chatcmpl-{uuid.uuid4().hex}",
             prompt_token_ids=prompt.prompt_token_ids,
             ref=ref,
-            sampling=sampling(
+            sampling=request_sampling(
                 self._cfg.sampling_defaults,
+                request,
                 max_tokens=budget,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                top_k=request.top_k,
-                seed=request.seed,
-                presence_penalty=request.presence_penalty,
-                frequency_penalty=request.frequency_penalty,
                 stop_token_ids=prompt.stop_token_ids,
-                ignore_eos=request.ignore_eos,
                 structural_tag=prompt.structural_tag,
                 logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             ),

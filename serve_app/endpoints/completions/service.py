@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.config import AppConfig
-from serve_app.endpoints.common import completion_budget, sampling
+from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.completions.models import CompletionRequest
 from serve_app.endpoints.completions.text import TextParser
 from serve_app.harmony.encoding import harmony_encoding
@@ -73,16 +73,10 @@ class CompletionsService:
                     id=f"{run_id}-{i}",
                     prompt_token_ids=prompt_ids,
                     ref=ref,
-                    sampling=sampling(
+                    sampling=request_sampling(
                         self._cfg.sampling_defaults,
+                        request,
                         max_tokens=budget,
-                        temperature=request.temperature,
-                        top_p=request.top_p,
-                        top_k=request.top_k,
-                        seed=request.seed,
-                        presence_penalty=request.presence_penalty,
-                        frequency_penalty=request.frequency_penalty,
-                        ignore_eos=request.ignore_eos,
                         logprobs=request.logprobs,
                     ),
                     new_parser=functools.partial(TextParser, request.skip_special_tokens),

@@ -31,7 +31,8 @@ class ResponseWriter:
         self._seq = 0
         # The item being written: its kind ("reasoning", "message", "call"), and for a call its index.
         self._open: tuple[str, int | None] | None = None
-        self._calls: dict[int, dict[str, Any]] = {}
+        # Tool-call index -> (its item, its index in output).
+        self._calls: dict[int, tuple[dict[str, Any], int]] = {}
         self.status = "in_progress"
         self.usage: dict[str, Any] | None = None
         self.incomplete_details: dict[str, str] | None = None
@@ -84,21 +85,22 @@ class ResponseWriter:
                     "arguments": "",
                     "status": "in_progress",
                 }
-                self._calls[piece.index] = call
+                self._calls[piece.index] = (call, len(self.output))
                 self.output.append(call)
                 self._open = ("call", piece.index)
                 events.append(
                     self._event("response.output_item.added", output_index=len(self.output) - 1, item=dict(call))
                 )
-            item = self._calls.get(piece.index)
-            if item is None or not piece.arguments:
+            entry = self._calls.get(piece.index)
+            if entry is None or not piece.arguments:
                 continue
+            item, output_index = entry
             item["arguments"] += piece.arguments
             events.append(
                 self._event(
                     "response.function_call_arguments.delta",
                     item_id=item["id"],
-                    output_index=self.output.index(item),
+                    output_index=output_index,
                     delta=piece.arguments,
                 )
             )

@@ -16,7 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from serve_app.config import AppConfig
-from serve_app.endpoints.common import completion_budget, sampling
+from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.responses import render
 from serve_app.endpoints.responses.models import InputItem, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
@@ -142,15 +142,11 @@ class ResponsesService:
             id=id,
             prompt_token_ids=prompt.prompt_token_ids,
             ref=ref,
-            sampling=sampling(
+            sampling=request_sampling(
                 self._cfg.sampling_defaults,
+                request,
                 max_tokens=budget,
-                temperature=request.temperature,
-                top_p=request.top_p,
-                top_k=request.top_k,
-                seed=request.seed,
                 stop_token_ids=prompt.stop_token_ids,
-                ignore_eos=request.ignore_eos,
                 structural_tag=prompt.structural_tag,
             ),
             new_parser=functools.partial(CompletionParser, tools=prompt.tools_offered),
