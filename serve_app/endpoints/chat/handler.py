@@ -2,53 +2,45 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
 
 from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion, content_logprobs
 from serve_app.endpoints.chat.service import ChatRun, ChatService
-from serve_app.protocol.errors import ServeAppError
 from serve_app.router import sse
+from serve_app.router.auth import Principal
 from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent
-from serve_app.router.http import Outcome, json_response, peek, sse_response
+from serve_app.router.core import ChoiceEvent, Job
+from serve_app.router.endpoint import GenerationEndpoint
+from serve_app.router.http import Outcome
 
 PATH = "/v1/chat/completions"
 
 
-class ChatEndpoint:
+class ChatEndpoint(GenerationEndpoint[ChatRun]):
+    name = "chat"
+
     def __init__(self, services: Services):
-        self._s = services
+        super().__init__(services)
         self._chat = ChatService(services.cfg, services.models)
 
-    async def create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        principal = self._s.principal(request)
-        run = None
-        try:
-            run = await self._chat.accept(await self._s.body(request), principal, arrived)
-            events = self._s.core.events(run.job)
-            if run.request.stream:
-                first = await peek(events)
-                outcome = Outcome()
-                return sse_response(
-                    chunks(run, first, events, outcome),
-                    events,
-                    outcome,
-                    lambda e: sse.encode(e.to_dict()),
-                    lambda o: self._s.core.finished("chat", run.job, o.status, o.completion_tokens),
-                    done=sse.DONE,
-                    what=f"stream {run.id}",
-                )
-            body = await collect(run, events)
-        except ServeAppError as e:
-            self._s.core.finished("chat", run.job if run else None, e.status, arrived=arrived)
-            raise
-        self._s.core.finished("chat", run.job, 200, body["usage"]["completion_tokens"])
-        return json_response(body)
+    async def accept(self, body: Any, principal: Principal, arrived: float) -> ChatRun:
+        return await self._chat.accept(body, principal, arrived)
+
+    def jobs(self, run: ChatRun) -> list[Job]:
+        return [run.job]
+
+    def streamed(self, run: ChatRun) -> bool:
+        return run.request.stream
+
+    def stream(
+        self, run: ChatRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        return chunks(run, first, events, outcome)
+
+    async def collect(self, run: ChatRun, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
+        body = await collect(run, events)
+        return body, body["usage"]["completion_tokens"]
 
 
 async def collect(run: ChatRun, events: AsyncIterator[ChoiceEvent]) -> dict:

@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
-
-from starlette.requests import Request
-from starlette.responses import Response
+from typing import Any
 
 from serve_app.endpoints.completions.output import (
     TextChoice,
@@ -16,49 +13,38 @@ from serve_app.endpoints.completions.output import (
     legacy_logprobs,
 )
 from serve_app.endpoints.completions.service import CompletionRun, CompletionsService
-from serve_app.protocol.errors import ServeAppError
 from serve_app.router import sse
+from serve_app.router.auth import Principal
 from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent
-from serve_app.router.http import Outcome, json_response, peek, sse_response
+from serve_app.router.core import ChoiceEvent, Job
+from serve_app.router.endpoint import GenerationEndpoint
+from serve_app.router.http import Outcome
 
 
-class CompletionsEndpoint:
+class CompletionsEndpoint(GenerationEndpoint[CompletionRun]):
+    name = "completions"
+
     def __init__(self, services: Services):
-        self._s = services
+        super().__init__(services)
         self._service = CompletionsService(services.cfg, services.models)
 
-    def _finished(self, run: CompletionRun | None, status: int, tokens: int = 0, arrived: float | None = None) -> None:
-        job = run.jobs[0] if run else None
-        self._s.core.finished(
-            "completions", job, status, tokens, arrived, prompt_tokens=run.prompt_tokens if run else None
-        )
+    async def accept(self, body: Any, principal: Principal, arrived: float) -> CompletionRun:
+        return await self._service.accept(body, principal, arrived)
 
-    async def create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        principal = self._s.principal(request)
-        run = None
-        try:
-            run = await self._service.accept(await self._s.body(request), principal, arrived)
-            events = self._s.core.events_of(run.jobs)
-            if run.request.stream:
-                first = await peek(events)
-                outcome = Outcome()
-                return sse_response(
-                    chunks(run, first, events, outcome),
-                    events,
-                    outcome,
-                    lambda e: sse.encode(e.to_dict()),
-                    lambda o: self._finished(run, o.status, o.completion_tokens),
-                    done=sse.DONE,
-                    what=f"stream {run.id}",
-                )
-            body = await collect(run, events)
-        except ServeAppError as e:
-            self._finished(run, e.status, arrived=arrived)
-            raise
-        self._finished(run, 200, body["usage"]["completion_tokens"])
-        return json_response(body)
+    def jobs(self, run: CompletionRun) -> list[Job]:
+        return run.jobs
+
+    def streamed(self, run: CompletionRun) -> bool:
+        return run.request.stream
+
+    def stream(
+        self, run: CompletionRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        return chunks(run, first, events, outcome)
+
+    async def collect(self, run: CompletionRun, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
+        body = await collect(run, events)
+        return body, body["usage"]["completion_tokens"]
 
 
 def _prompt_of(run: CompletionRun, index: int) -> str:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
+from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
@@ -11,42 +11,46 @@ from starlette.responses import Response
 from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
 from serve_app.protocol.errors import EngineUnavailable, ServeAppError
 from serve_app.router import sse
+from serve_app.router.auth import Principal
 from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent
-from serve_app.router.http import Outcome, json_response, peek, sse_response
+from serve_app.router.core import ChoiceEvent, Job
+from serve_app.router.endpoint import GenerationEndpoint
+from serve_app.router.http import Outcome, json_response
 
 
-class ResponsesEndpoint:
+class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
+    name = "responses"
+    # The Responses API's stream ends with its response.completed (or .failed) event.
+    done = None
+
     def __init__(self, services: Services):
-        self._s = services
+        super().__init__(services)
         self._service = ResponsesService(services.cfg, services.models, services.responses_store)
 
-    async def create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        principal = self._s.principal(request)
-        run = None
-        try:
-            run = await self._service.accept(await self._s.body(request), principal, arrived)
-            events = self._s.core.events(run.job)
-            if run.request.stream:
-                first = await peek(events)
-                outcome = Outcome()
-                return sse_response(
-                    self._events(run, first, events, outcome),
-                    events,
-                    outcome,
-                    lambda e: _failed(run, e),
-                    lambda o: self._s.core.finished("responses", run.job, o.status, o.completion_tokens),
-                    what=f"response {run.job.id}",
-                )
-            await collect(run, events)
-            await self._service.save(run)
-        except ServeAppError as e:
-            self._s.core.finished("responses", run.job if run else None, e.status, arrived=arrived)
-            raise
+    async def accept(self, body: Any, principal: Principal, arrived: float) -> ResponseRun:
+        return await self._service.accept(body, principal, arrived)
+
+    def jobs(self, run: ResponseRun) -> list[Job]:
+        return [run.job]
+
+    def streamed(self, run: ResponseRun) -> bool:
+        return run.request.stream
+
+    def stream(
+        self, run: ResponseRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        return self._events(run, first, events, outcome)
+
+    def error_event(self, run: ResponseRun, err: ServeAppError) -> bytes:
+        """``response.failed``, with the error's code and message."""
+        event = run.writer.failed(err.code or err.type, err.message)[0]
+        return sse.event(event["type"], event)
+
+    async def collect(self, run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
+        await collect(run, events)
+        await self._service.save(run)
         body = run.writer.response()
-        self._s.core.finished("responses", run.job, 200, body["usage"]["output_tokens"])
-        return json_response(body)
+        return body, body["usage"]["output_tokens"]
 
     async def _events(
         self, run: ResponseRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
@@ -91,12 +95,6 @@ class ResponsesEndpoint:
                 "has_more": False,
             }
         )
-
-
-def _failed(run: ResponseRun, err: ServeAppError) -> bytes:
-    """An error after the stream started: ``response.failed``, with the error's code and message."""
-    event = run.writer.failed(err.code or err.type, err.message)[0]
-    return sse.event(event["type"], event)
 
 
 async def collect(run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> None:

@@ -1,0 +1,99 @@
+"""The control flow every generating endpoint shares, written once.
+
+Parse the body, accept (validate, resolve, render: typed 4xx), run the jobs on
+the generation core, then either stream (the first event awaited before the
+200, errors in-band, the engine requests aborted if the body stops early) or
+collect a JSON body; every ending is recorded once (metrics and access line).
+An endpoint says only what is its own: how it accepts, which jobs it runs, and
+its output shapes.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import AsyncIterator
+from typing import Any, Generic, TypeVar
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from serve_app.protocol.errors import ServeAppError
+from serve_app.router import sse
+from serve_app.router.auth import Principal
+from serve_app.router.context import Services
+from serve_app.router.core import ChoiceEvent, Job
+from serve_app.router.http import Outcome, json_response, peek, sse_response
+
+RunT = TypeVar("RunT")
+
+
+class GenerationEndpoint(ABC, Generic[RunT]):
+    # The endpoint's name in the access log.
+    name: str = ""
+    # The stream's last event after its own (chat and completions: ``data: [DONE]``).
+    done: bytes | None = sse.DONE
+
+    def __init__(self, services: Services):
+        self._s = services
+
+    @abstractmethod
+    async def accept(self, body: Any, principal: Principal, arrived: float) -> RunT: ...
+
+    @abstractmethod
+    def jobs(self, run: RunT) -> list[Job]: ...
+
+    @abstractmethod
+    def streamed(self, run: RunT) -> bool: ...
+
+    @abstractmethod
+    def stream(
+        self, run: RunT, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
+    ) -> AsyncIterator[bytes]:
+        """The SSE events of a stream whose first engine event is in hand; sets ``outcome.completion_tokens``."""
+
+    @abstractmethod
+    async def collect(self, run: RunT, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
+        """The whole JSON body and its completion tokens."""
+
+    def error_event(self, run: RunT, err: ServeAppError) -> bytes:
+        """An error after the stream started, in-band."""
+        return sse.encode(err.to_dict())
+
+    async def create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        principal = self._s.principal(request)
+        run: RunT | None = None
+        try:
+            run = accepted = await self.accept(await self._s.body(request), principal, arrived)
+            jobs = self.jobs(accepted)
+            events = self._s.core.events_of(jobs)
+            if self.streamed(accepted):
+                first = await peek(events)
+                outcome = Outcome()
+                return sse_response(
+                    self.stream(accepted, first, events, outcome),
+                    events,
+                    outcome,
+                    lambda e: self.error_event(accepted, e),
+                    lambda o: self._finished(accepted, o.status, o.completion_tokens),
+                    done=self.done,
+                    what=f"{self.name} {jobs[0].id}",
+                )
+            body, tokens = await self.collect(accepted, events)
+        except ServeAppError as e:
+            self._finished(run, e.status, arrived=arrived)
+            raise
+        self._finished(run, 200, tokens)
+        return json_response(body)
+
+    def _finished(self, run: RunT | None, status: int, tokens: int = 0, arrived: float | None = None) -> None:
+        jobs = self.jobs(run) if run is not None else []
+        self._s.core.finished(
+            self.name,
+            jobs[0] if jobs else None,
+            status,
+            tokens,
+            arrived,
+            prompt_tokens=sum(j.prompt_tokens for j in jobs) if jobs else None,
+        )
