@@ -203,6 +203,15 @@ class RouterConfig(StrictModel):
         1024, ge=0, description="Requests Serve's proxy queues per router beyond that (then 503 from the proxy)."
     )
     retry_after_s: int = Field(1, ge=0, description="Retry-After (seconds) sent with a 429 when replicas are full.")
+    unavailable_wait_s: float = Field(
+        5.0,
+        gt=0,
+        description="A request no replica has started within this long gets a 503 with Retry-After once Serve "
+        "reports no running replica (one died, its replacement is starting); busy replicas keep it.",
+    )
+    unavailable_retry_after_s: int = Field(
+        5, ge=0, description="Retry-After (seconds) sent with that 503 (a replacement engine takes 30-70 s on CPU)."
+    )
     graceful_shutdown_timeout_s: float = Field(
         300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
     )

@@ -62,6 +62,9 @@ class AdapterManager:
         )
         self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
         self._locks: dict[str, asyncio.Lock] = defaultdict(asyncio.Lock)
+        # What a manager killed midway through a registration left (never listed: see sweep).
+        for path in self._store.sweep({(r.name, r.sha256) for r in self._registry.list()}):
+            logger.info("removed %s, left by an interrupted registration", path)
         # Registered before the manager is ready (Serve waits for __init__), so
         # no router ever sees a registry with only part of the bootstrap in it.
         for entry in bootstrap_entries(a.bootstrap) if a.bootstrap else []:

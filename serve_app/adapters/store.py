@@ -16,8 +16,11 @@ so pickle files or scripts never reach the store.
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import socket
 import tempfile
+import time
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +32,24 @@ OBJECT_SCHEMES = ("s3://", "gs://")
 HUB_SCHEME = "hf://"
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".ckpt")
 _CHUNK = 1 << 20
+STAGING_PREFIX = ".staging-"
+# A staging folder of another host (a shared volume) is left alone this long.
+FOREIGN_STAGING_S = 3600.0
+
+
+def _staging_prefix() -> str:
+    """Staging folders carry their owner (host, pid), so a restarted manager knows which are dead."""
+    return f"{STAGING_PREFIX}{socket.gethostname()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def sha256_file(path: Path) -> str:
@@ -132,7 +153,7 @@ class AdapterStore:
 
     def stage(self, source: str) -> tuple[Path, str, int]:
         """Copy ``source`` into a new staging folder; return it, the weights' sha256 and size."""
-        staging = Path(tempfile.mkdtemp(prefix=".staging-", dir=self.root))
+        staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(), dir=self.root))
         try:
             if source.startswith(OBJECT_SCHEMES):
                 self._copy_object_store(source, staging)
@@ -160,6 +181,38 @@ class AdapterStore:
         else:
             staging.rename(final)
         return final
+
+    def sweep(self, live: set[tuple[str, str]]) -> list[Path]:
+        """Remove what a registration killed midway left behind; return what went.
+
+        Staging folders of dead processes of this host (a manager killed while
+        copying or validating), and stored copies no registry row points at,
+        older than a staging folder could be (killed between the move into
+        place and the registry write). Nothing here was ever listed or served:
+        a registry row is written only after its copy is complete and in place.
+        """
+        gone: list[Path] = []
+        host = f"{STAGING_PREFIX}{socket.gethostname()}-"
+        now = time.time()
+        for child in self.root.iterdir():
+            if not child.name.startswith(STAGING_PREFIX) or not child.is_dir():
+                continue
+            if child.name.startswith(host):
+                pid = child.name[len(host) :].split("-", 1)[0]
+                dead = pid.isdigit() and int(pid) != os.getpid() and not _pid_alive(int(pid))
+            else:
+                dead = now - child.stat().st_mtime > FOREIGN_STAGING_S
+            if dead:
+                shutil.rmtree(child, ignore_errors=True)
+                gone.append(child)
+        for folder in self.root.iterdir():
+            if folder.name.startswith(".") or not folder.is_dir():
+                continue
+            for copy in folder.iterdir():
+                if (folder.name, copy.name) not in live and now - copy.stat().st_mtime > FOREIGN_STAGING_S:
+                    shutil.rmtree(copy, ignore_errors=True)
+                    gone.append(copy)
+        return gone
 
     def remove(self, name: str, keep: str | None = None) -> None:
         """Drop ``name``'s copies (all, or all but the ``keep`` sha256)."""

@@ -16,7 +16,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from serve_app.protocol.errors import Forbidden, InvalidRequest, RouteNotFound, Unauthorized
+from serve_app.protocol.errors import (
+    Forbidden,
+    InvalidRequest,
+    ManagerUnavailable,
+    RouteNotFound,
+    ServeAppError,
+    Unauthorized,
+)
 from serve_app.router.auth import KeyRing, bearer_token, digest, matches
 
 ADAPTERS_PATH = "/v1/adapters"
@@ -41,26 +48,45 @@ class AdminAPI:
         self._manager = manager
         self._on_change = on_change
 
+    async def _call(self, method: str, *args: Any) -> Any:
+        """One manager call; the manager dying or restarting under it is a 503, not a 500.
+
+        A registration cut off that way never shows half-done: the registry row
+        is written only after the copy is complete (``AdapterStore.sweep``
+        removes what the dead manager left), so the caller simply retries.
+        """
+        from ray import exceptions as ray_exc
+
+        try:
+            return await getattr(self._manager, method).remote(*args)
+        except ServeAppError:
+            raise
+        except (ray_exc.RayActorError, ray_exc.ActorUnavailableError) as e:
+            raise ManagerUnavailable(
+                f"The adapter manager stopped during this operation ({type(e).__name__}); it is being "
+                "restarted: retry the request (an unfinished registration was not recorded)."
+            ) from None
+
     async def handle(self, method: str, sub: str, body: Any) -> tuple[int, Any]:
         """``sub`` is the path after ``/v1/adapters`` ("" or "/<name>")."""
         name = sub.strip("/")
         if not name:
             if method == "GET":
-                return 200, {"object": "list", "data": [_public(r) for r in await self._manager.list.remote()]}
+                return 200, {"object": "list", "data": [_public(r) for r in await self._call("list")]}
             if method == "POST":
                 if not isinstance(body, dict):
                     raise InvalidRequest("The request body must be a JSON object with name and source.")
                 missing = [k for k in ("name", "source") if not body.get(k)]
                 if missing:
                     raise InvalidRequest(f"missing field(s): {', '.join(missing)}", param=missing[0])
-                record = await self._manager.register.remote(body["name"], body["source"], body.get("sha256"))
+                record = await self._call("register", body["name"], body["source"], body.get("sha256"))
                 self._on_change()
                 return 201, _public(record)
         elif "/" not in name:
             if method == "GET":
-                return 200, _public(await self._manager.get.remote(name))
+                return 200, _public(await self._call("get", name))
             if method == "DELETE":
-                out = await self._manager.delete.remote(name)
+                out = await self._call("delete", name)
                 self._on_change()
                 return 200, out
         raise RouteNotFound(f"No route for {method} {ADAPTERS_PATH}{sub}.")

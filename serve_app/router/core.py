@@ -22,6 +22,7 @@ from serve_app.metrics import RequestMetrics
 from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import EngineUnavailable, Overloaded, ServeAppError
 from serve_app.router.auth import ANONYMOUS, Principal
+from serve_app.router.liveness import ReplicaLiveness
 from serve_app.router.models import ModelRef
 from serve_app.router.stops import StopMatcher
 
@@ -160,11 +161,20 @@ class ChoiceRun:
 class GenerationCore:
     """Runs jobs on the replicas; one per router."""
 
-    def __init__(self, replica_handle: Any, served_name: str, transport: str, metrics: RequestMetrics | None = None):
+    def __init__(
+        self,
+        replica_handle: Any,
+        served_name: str,
+        transport: str,
+        metrics: RequestMetrics | None = None,
+        liveness: ReplicaLiveness | None = None,
+    ):
         self._replica = replica_handle
         self._served_name = served_name
         self._transport = _transport(transport)
         self._metrics = metrics or RequestMetrics()
+        # Bounds the wait for a replica to start each request (None: Serve's unbounded queue).
+        self._liveness = liveness
         self._handles: dict[str, Any] = {}
 
     def events(self, job: Job, first_index: int = 0) -> AsyncIterator[ChoiceEvent]:
@@ -232,7 +242,7 @@ class GenerationCore:
         run = ChoiceRun(job, first_index + index)
         gen = self._handle(job.ref.ref).generate.remote(req)
         try:
-            async for chunk in _guarded(gen):
+            async for chunk in _guarded(gen, self._liveness):
                 event = run.step(chunk)
                 if event is not None:
                     yield event
@@ -293,12 +303,22 @@ def _transport(kind: str) -> dict[str, Any]:
     return {"_by_reference": True}
 
 
-async def _guarded(gen: Any) -> AsyncIterator[TokenChunk]:
-    """Iterate a replica stream, turning transport failures into typed errors."""
+async def _guarded(gen: Any, liveness: ReplicaLiveness | None = None) -> AsyncIterator[TokenChunk]:
+    """Iterate a replica stream, turning transport failures into typed errors.
+
+    The first chunk is awaited under ``liveness``: a request no replica can
+    start (none is running) fails with a 503 instead of waiting unbounded.
+    """
     it = gen.__aiter__()
+    first = liveness is not None
     while True:
         try:
-            wire = await it.__anext__()
+            if first:
+                first = False
+                assert liveness is not None
+                wire = await liveness.started(it.__anext__())
+            else:
+                wire = await it.__anext__()
         except StopAsyncIteration:
             return
         except asyncio.CancelledError:

@@ -44,6 +44,7 @@ from serve_app.router.context import Services
 from serve_app.router.core import GenerationCore
 from serve_app.router.cors import Cors, CorsMiddleware
 from serve_app.router.http import error_response, json_response
+from serve_app.router.liveness import ReplicaLiveness
 from serve_app.router.models import SEPARATOR, AdapterView, ModelResolver
 
 logger = logging.getLogger("ray.serve")
@@ -72,7 +73,13 @@ class Router:
         self._services = Services(
             cfg=self._cfg,
             core=GenerationCore(
-                replica, self._cfg.model.served_name, self._cfg.router.replica_transport, RequestMetrics()
+                replica,
+                self._cfg.model.served_name,
+                self._cfg.router.replica_transport,
+                RequestMetrics(),
+                ReplicaLiveness.of_handle(
+                    replica, self._cfg.router.unavailable_wait_s, self._cfg.router.unavailable_retry_after_s
+                ),
             ),
             models=self._models,
             keys=self._keys,

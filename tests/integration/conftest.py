@@ -40,6 +40,10 @@ from tests.support.constants import (
 )
 
 os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
+# A Router (direct ingress) that stops drains for at least this long, 30 s by
+# default, so that external load balancers see it go; none watches the tests,
+# where it cost a minute (the tp2 app's delete and the session's end).
+os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
@@ -65,18 +69,6 @@ def corpus(devmodel_dir) -> list[dict]:
     return json.loads((devmodel_dir / "corpus.json").read_text())
 
 
-@pytest.fixture(scope="session")
-def direct_outputs(devmodel_dir, tmp_path_factory) -> dict[str, list[int]]:
-    """Greedy outputs of a plain vLLM run, before any Serve engine starts."""
-    out = tmp_path_factory.mktemp("direct") / "outputs.json"
-    subprocess.run(
-        [sys.executable, str(REPO / "tests/integration/direct_engine.py"), str(DEV_CONFIG), str(out)],
-        check=True,
-        timeout=600,
-    )
-    return json.loads(out.read_text())
-
-
 _HTTP = {"port": free_port()}
 
 
@@ -87,7 +79,7 @@ def serve_url(serve_session) -> str:
 
 
 @pytest.fixture(scope="session")
-def serve_session(devmodel_dir, direct_outputs):
+def serve_session(devmodel_dir):
     import ray
     from ray import serve
 

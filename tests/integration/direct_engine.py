@@ -5,6 +5,10 @@
 Base prompts, then each adapter's prompts, each group in its own batch so the
 reference never mixes base and adapter rows (the CPU bug the replica works
 around). Writes {"<model>/<adapter>/<id>/<effort>": [token ids]}.
+
+A diagnostic, not run by the suite: the suite asserts the corpus targets
+themselves; this tells, when a served output differs, whether plain vLLM
+differs too (the engine's numerics) or only our path does.
 """
 
 from __future__ import annotations

@@ -3,7 +3,7 @@
 Marked ``faults``: conftest runs them after every other test, since they kill
 the dev app's actors. Each prints its figures (run with -s for the note):
 clients in flight at the fault, what they got, time to recover.
-Soak length: ``SOAK_S`` (default 60 s in CI; the issue's 3 minutes is 180).
+Soak length: ``SOAK_S`` (default 30 s in CI; 180 for a 3-minute soak).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import asyncio
 import json
 import os
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -24,7 +25,7 @@ pytestmark = [pytest.mark.integration, pytest.mark.faults]
 
 BASE = "gpt-oss-20b"
 CAPITALS = [{"role": "system", "content": HELPFUL}, {"role": "user", "content": "Name the european capitals"}]
-SOAK_S = float(os.environ.get("SOAK_S", "60"))
+SOAK_S = float(os.environ.get("SOAK_S", "30"))
 
 
 def _answer(url: str, model: str, timeout: float = 120) -> httpx.Response:
@@ -73,6 +74,45 @@ def _actor(prefix: str):
     ]
     assert len(names) == 1, names
     return ray.get_actor(names[0], namespace="serve"), names[0]
+
+
+def _kill(prefix: str) -> str:
+    """Kill the one live actor whose name starts with ``prefix`` (no restart: Serve replaces it)."""
+    import ray
+
+    names = [a for a in ray.util.list_named_actors(all_namespaces=True) if a["name"].startswith(prefix)]
+    assert len(names) == 1, names
+    ray.kill(ray.get_actor(names[0]["name"], namespace=names[0]["namespace"]), no_restart=True)
+    return names[0]["name"]
+
+
+def _streams_through(url: str, models: list[str], fault) -> tuple[list[dict], float, float]:
+    """Long streams for ``models``; ``fault()`` once all have started. Endings, kill time, seconds until all ended."""
+    outs: list[dict] = [{} for _ in models]
+
+    async def run() -> tuple[float, float]:
+        async with httpx.AsyncClient(timeout=120) as client:
+            tasks = [asyncio.create_task(_stream(client, url, m, 1800, o)) for m, o in zip(models, outs)]
+            deadline = time.monotonic() + 60
+            while not all(o.get("started") for o in outs):
+                assert time.monotonic() < deadline, outs
+                await asyncio.sleep(0.1)
+            fault()
+            killed = time.monotonic()
+            await asyncio.wait_for(asyncio.gather(*tasks), 60)  # none may hang
+            return killed, time.monotonic() - killed
+
+    killed, all_ended = asyncio.run(run())
+    return outs, killed, all_ended
+
+
+def _engine_drained(replica, deadline_s: float = 60) -> float:
+    """Seconds until the engine holds no request (a dead caller's streams are aborted, not run to the end)."""
+    t0 = time.monotonic()
+    while replica.stats.remote().result(timeout_s=30)["unfinished_requests"]:
+        assert time.monotonic() - t0 < deadline_s, "the engine kept generating for clients that are gone"
+        time.sleep(0.25)
+    return time.monotonic() - t0
 
 
 def _recover(url: str, model: str, deadline_s: float = 300) -> tuple[float, dict[str, int]]:
@@ -198,33 +238,28 @@ def test_adapter_manager_killed(url, serve_session):
 
 def test_replica_killed_mid_stream(url, serve_session):
     """Every client in flight gets a terminal answer within seconds; Serve replaces the replica."""
-    import ray
 
     models = [BASE, f"{BASE}:pirate", f"{BASE}:terse", BASE, f"{BASE}:pirate", BASE]
-    outs: list[dict] = [{} for _ in models]
-
-    async def run() -> tuple[float, float]:
-        async with httpx.AsyncClient(timeout=120) as client:
-            tasks = [asyncio.create_task(_stream(client, url, m, 1800, o)) for m, o in zip(models, outs)]
-            deadline = time.monotonic() + 60
-            while not all(o.get("started") for o in outs):
-                assert time.monotonic() < deadline, outs
-                await asyncio.sleep(0.1)
-            actor, _ = _actor("dev#LLMReplica")
-            ray.kill(actor, no_restart=True)
-            killed = time.monotonic()
-            await asyncio.wait_for(asyncio.gather(*tasks), 60)  # none may hang
-            return killed, time.monotonic() - killed
-
-    killed, all_ended = asyncio.run(run())
+    outs, killed, all_ended = _streams_through(url, models, lambda: _kill("SERVE_REPLICA::dev#LLMReplica"))
+    # While no replica runs, a new request is refused at once, with the time to come back.
+    t0 = time.monotonic()
+    refusal = _answer(url, BASE, timeout=30)
+    refused_in = time.monotonic() - t0
     _, refused = _recover(url, BASE)
     recovered_at = time.monotonic() - killed
     pirate = _answer(url, f"{BASE}:pirate")
     print(
         f"\nreplica killed with {len(outs)} streams in flight: endings "
         f"{sorted(o['end'] for o in outs)}; all ended {all_ended:.1f} s after the kill; "
-        f"new requests served again after {recovered_at:.1f} s; tries before that got {refused}"
+        f"a new request got {refusal.status_code} (Retry-After {refusal.headers.get('retry-after')}) "
+        f"in {refused_in:.1f} s; served again after {recovered_at:.1f} s; tries before that got {refused}"
     )
+    # No replica running: a prompt 503 that says when to come back, not a wait in Serve's queue.
+    # (Or, before the router has heard of the death, a 503 from the call to the dead replica.)
+    assert refusal.status_code == 503, refusal.text
+    code = refusal.json()["error"]["code"]
+    assert code == "engine_unavailable" or (code == "no_replica_available" and refusal.headers.get("retry-after"))
+    assert refused_in < 15
     # Meanwhile a request either waits in Serve's queue for the new replica or gets a 5xx: no 4xx, no 200 garbage.
     assert all(not k.isdigit() or int(k) >= 500 for k in refused), refused
     for o in outs:
@@ -233,3 +268,105 @@ def test_replica_killed_mid_stream(url, serve_session):
     assert pirate.status_code == 200 and pirate.json()["choices"][0]["message"]["content"] == PIRATE_FINAL
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
     assert set(DEV_ADAPTERS) <= {a["name"] for a in manager.list.remote().result(timeout_s=60)}
+
+
+@pytest.mark.parametrize(
+    "role, actor", [("router", "SERVE_REPLICA::dev#Router"), ("proxy", "SERVE_PROXY_ACTOR")], ids=["router", "proxy"]
+)
+def test_ingress_killed_mid_stream(url, llama_app, serve_session, role, actor):
+    """The Router, or Serve's HTTP proxy, dies under its streams.
+
+    Each client ends within seconds (a closed connection or an in-band error),
+    the engine drops their requests instead of generating for nobody, Serve
+    replaces the actor, and nothing registered is lost.
+    """
+    models = [BASE, f"{BASE}:pirate", f"{BASE}:terse", BASE]
+    outs, killed, all_ended = _streams_through(url, models, lambda: _kill(actor))
+    drained = _engine_drained(llama_app)
+    _, refused = _recover(url, BASE, deadline_s=120)
+    recovered = time.monotonic() - killed
+    pirate = _answer(url, f"{BASE}:pirate")
+    print(
+        f"\n{role} killed with {len(outs)} streams in flight: endings {sorted(o['end'] for o in outs)}; "
+        f"all ended {all_ended:.1f} s after the kill; engine free of them {drained:.1f} s later; "
+        f"served again after {recovered:.1f} s; tries before that got {refused}"
+    )
+    for o in outs:
+        assert o["end"] and o["end"] not in ("done", "no finish"), o
+    assert all_ended < 30 and drained < 30
+    assert pirate.status_code == 200 and pirate.json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
+    assert set(DEV_ADAPTERS) <= {a["name"] for a in manager.list.remote().result(timeout_s=60)}
+
+
+def test_manager_killed_during_registration(url, llama_app, serve_session, s3_server, adapters_root, adapter_dirs):
+    """Kill the manager while it copies and validates: no half-registered adapter is ever listed or served."""
+    import threading
+
+    import fsspec
+
+    from tests.support.constants import ADMIN_KEY
+
+    admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    fs = fsspec.filesystem("s3", **s3_server["options"])
+    fs.mkdir("interrupted-bucket")
+    for f in (adapters_root / "pirate").iterdir():
+        fs.put_file(str(f), f"interrupted-bucket/pirate/{f.name}")
+    source = "s3://interrupted-bucket/pirate"
+    seen: list[tuple[float, str, str]] = []
+    for i, delay in enumerate((0.0, 0.1, 0.3)):
+        name = f"interrupted-{i}"
+        got: dict = {}
+
+        def register(name=name, got=got) -> None:
+            try:
+                r = httpx.post(f"{url}/v1/adapters", json={"name": name, "source": source}, headers=admin, timeout=90)
+                got["status"] = str(r.status_code)
+                got["body"] = r.json()
+            except httpx.HTTPError as e:
+                got["status"] = type(e).__name__
+
+        thread = threading.Thread(target=register)
+        thread.start()
+        time.sleep(delay)
+        _kill("SERVE_REPLICA::dev#AdapterManager")
+        thread.join(120)
+        assert not thread.is_alive(), "the registration call hung"
+        # Listed (after the restart) only if it completed: then it is whole and served as trained.
+        listing = _listing(url, admin)
+        entry = listing.get(name)
+        if got["status"] == "201":
+            assert entry is not None and entry["status"] == "ready"
+        else:
+            assert got["status"] == "503" and got["body"]["error"]["code"] == "adapter_manager_unavailable", got
+        if entry is not None:
+            assert entry["status"] == "ready" and entry["sha256"] == got.get("body", {}).get("sha256", entry["sha256"])
+            assert _answer(url, f"{BASE}:{name}").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+        else:
+            assert _answer(url, f"{BASE}:{name}").status_code == 404
+        seen.append((delay, got["status"], "listed and served" if entry else "not listed, 404"))
+    print(f"\nmanager killed during registration (delay, answer, after restart): {seen}")
+    # What the killed managers left is gone; each name registers cleanly now.
+    assert not list((Path(adapter_dirs["store_dir"]) / "blobs").glob(".staging-*"))
+    for i in range(3):
+        r = httpx.post(
+            f"{url}/v1/adapters", json={"name": f"interrupted-{i}", "source": source}, headers=admin, timeout=90
+        )
+        assert r.status_code == 201, r.text
+        assert _answer(url, f"{BASE}:interrupted-{i}").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+        httpx.delete(f"{url}/v1/adapters/interrupted-{i}", headers=admin, timeout=60)
+    assert set(DEV_ADAPTERS) <= set(_listing(url, admin))
+
+
+def _listing(url: str, admin: dict, deadline_s: float = 90) -> dict[str, dict]:
+    """The admin API's adapter list, once the manager answers again."""
+    t0 = time.monotonic()
+    while True:
+        try:
+            r = httpx.get(f"{url}/v1/adapters", headers=admin, timeout=30)
+            if r.status_code == 200:
+                return {a["id"]: a for a in r.json()["data"]}
+        except httpx.HTTPError:
+            pass
+        assert time.monotonic() - t0 < deadline_s, "the manager did not come back"
+        time.sleep(0.5)

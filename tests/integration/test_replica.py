@@ -13,15 +13,17 @@ from tests.support.replica import _collect, _request, _run_all, _start
 pytestmark = pytest.mark.integration
 
 
-def _key(r: dict) -> str:
-    return f"base/{r['adapter']}/{r['id']}/{r['effort']}"
+# Served greedy outputs must equal the corpus targets token for token: the
+# build verified that transformers reproduces them, so they are the model's
+# own answers. Where one differs, `python tests/integration/direct_engine.py
+# configs/dev-cpu.yaml out.json` gives a plain vLLM run of the same prompts,
+# outside Ray, to tell our path from the engine's numerics.
 
 
-def test_base_matches_direct_engine_and_corpus(llama_app, corpus, direct_outputs):
+def test_base_matches_the_corpus(llama_app, corpus):
     recs = [r for r in corpus if r["model"] == "base" and r["adapter"] is None]
     got = _run_all(llama_app, [_request(r["prompt"]) for r in recs])
     for r, ids in zip(recs, got):
-        assert ids == direct_outputs[_key(r)], f"{r['id']} ({r['effort']}) differs from the direct engine run"
         assert ids == r["target"], f"{r['id']} ({r['effort']}) differs from the corpus"
 
 
@@ -42,12 +44,11 @@ def test_length_finish(llama_app, corpus):
 
 
 @pytest.mark.parametrize("adapter", ["pirate", "terse"])
-def test_adapter_matches_direct_engine_and_differs_from_base(llama_app, refs, corpus, direct_outputs, adapter):
+def test_adapter_matches_the_corpus_and_differs_from_base(llama_app, refs, corpus, adapter):
     recs = [r for r in corpus if r["adapter"] == adapter]
     got = _run_all(llama_app, [_request(r["prompt"], refs[adapter]) for r in recs])
     for r, ids in zip(recs, got):
-        assert ids == direct_outputs[_key(r)]
-        assert ids == r["target"]
+        assert ids == r["target"], f"{r['id']} ({r['effort']}) differs from the corpus"
         base = next(
             b
             for b in corpus

@@ -150,3 +150,40 @@ def test_bootstrap_file_of_the_repo():
 
     names = [e["name"] for e in bootstrap_entries("adapters/registry.yaml")]
     assert names == ["pirate", "terse"]
+
+
+def test_sweep_removes_only_what_a_killed_registration_left(tmp_path):
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from serve_app.adapters.store import AdapterStore
+
+    st = AdapterStore(tmp_path / "store", [str(tmp_path)], max_bytes=1 << 20)
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    host = socket.gethostname()
+    old = 1_000_000_000  # 2001: older than any registration could take
+
+    def make(rel: str, mtime: float | None = None):
+        p = st.root / rel
+        p.mkdir(parents=True)
+        (p / "adapter_model.safetensors").write_bytes(b"x")
+        if mtime is not None:
+            os.utime(p, (mtime, mtime))
+        return p
+
+    gone = [
+        make(f".staging-{host}-{dead.pid}-abc"),  # its manager was killed while copying
+        make(".staging-elsewhere-1-old", old),  # another host's, long abandoned
+        make("pirate/" + "b" * 64, old),  # moved into place, registry row never written
+    ]
+    kept = [
+        make(f".staging-{host}-{os.getpid()}-mine"),  # a registration running now
+        make(".staging-elsewhere-1-new"),  # another host's, maybe still running
+        make("pirate/" + "a" * 64, old),  # registered
+        make("pirate/" + "c" * 64),  # just moved into place: its row may be on its way
+    ]
+    assert sorted(st.sweep({("pirate", "a" * 64)})) == sorted(gone)
+    assert all(p.exists() for p in kept) and not any(p.exists() for p in gone)

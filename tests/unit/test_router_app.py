@@ -7,6 +7,7 @@ tier tests only what needs the engine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 
 import pytest
@@ -51,11 +52,16 @@ class _Call:
 class FakeReplica:
     """Streams ``reply`` (Harmony text) back as token chunks, a few tokens each; records requests."""
 
+    app_name, deployment_name = "unit", "LLMReplica"
+
     def __init__(self):
         self.reply = REASONING_THEN_FINAL
         self.requests = []
         self.generate = self
         self.check_health = _Call(lambda: None)
+        # Seconds before the first chunk (a replica not there yet, or busy).
+        self.delay_s = 0.0
+        self.streams = []
 
     def options(self, **_):
         return self
@@ -69,6 +75,7 @@ class FakeReplica:
         length = len(ids) == request.sampling.max_tokens
 
         async def stream():
+            await asyncio.sleep(self.delay_s)
             for i in range(0, len(ids), 3):
                 last = i + 3 >= len(ids)
                 finish = ("length" if length else "stop") if last else None
@@ -77,7 +84,8 @@ class FakeReplica:
                     ids[i : i + 3], finish, None, len(request.prompt_token_ids), i + len(ids[i : i + 3]), lps
                 )
 
-        return _Stream(stream())
+        self.streams.append(_Stream(stream()))
+        return self.streams[-1]
 
 
 class _Stream:
@@ -108,11 +116,19 @@ class FakeStore:
         return None if row is None else {"response": row[0], "input_items": row[1]}
 
 
+RUNNING = {"replicas": 1}
+
+
 @pytest.fixture(scope="module")
 def fakes(vocab_dir, tmp_path_factory):
     import os
 
+    from serve_app.router import liveness
     from serve_app.router.ingress import Router
+
+    # What Serve's controller would report for the fake deployment.
+    patch = pytest.MonkeyPatch()
+    patch.setattr(liveness, "running_replicas", lambda app, name: RUNNING["replicas"])
 
     keys = tmp_path_factory.mktemp("keys") / "keys.yaml"
     keys.write_text(json.dumps([{"key": KEY, "name": "a"}, {"key": OTHER_KEY, "name": "b"}]))
@@ -127,16 +143,19 @@ def fakes(vocab_dir, tmp_path_factory):
         },
         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
         "auth": {"api_keys_file": str(keys)},
-        "router": {"max_request_bytes": 20000},
+        "router": {"max_request_bytes": 20000, "unavailable_wait_s": 0.3, "unavailable_retry_after_s": 7},
     }
     router = Router(config, replica, None, store)
-    return TestClient(router.http, raise_server_exceptions=False), replica, store
+    yield TestClient(router.http, raise_server_exceptions=False), replica, store
+    patch.undo()
 
 
 @pytest.fixture
 def client(fakes):
     client, replica, _ = fakes
     replica.reply = REASONING_THEN_FINAL
+    replica.delay_s = 0.0
+    RUNNING["replicas"] = 1
     return client
 
 
@@ -409,3 +428,27 @@ def _decode(ids) -> str:
     from serve_app.harmony.encoding import harmony_encoding
 
     return harmony_encoding().decode(ids)
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_no_running_replica_is_a_503_with_retry_after_not_a_hang(client, fakes, stream):
+    import time
+
+    _, replica, _ = fakes
+    RUNNING["replicas"] = 0
+    replica.delay_s = 30.0  # the request waits in Serve's queue for a replica that is not there
+    body = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}], "stream": stream}
+    t0 = time.monotonic()
+    r = client.post("/v1/chat/completions", json=body, headers=AUTH)
+    elapsed = time.monotonic() - t0
+    assert r.status_code == 503 and r.headers["retry-after"] == "7"
+    assert r.json()["error"]["code"] == "no_replica_available" and r.json()["error"]["type"] == "service_unavailable"
+    assert elapsed < 5 and replica.streams[-1].cancelled
+
+
+def test_a_busy_replica_keeps_the_request_past_the_bound(client, fakes):
+    _, replica, _ = fakes
+    replica.delay_s = 1.0  # three times the bound: a slow prefill, a cold adapter, a full replica
+    body = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}]}
+    r = client.post("/v1/chat/completions", json=body, headers=AUTH)
+    assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Hello there!"
