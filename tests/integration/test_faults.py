@@ -314,7 +314,7 @@ def test_manager_killed_during_registration(url, llama_app, serve_session, s3_se
         fs.put_file(str(f), f"interrupted-bucket/pirate/{f.name}")
     source = "s3://interrupted-bucket/pirate"
     seen: list[tuple[float, str, str]] = []
-    for i, delay in enumerate((0.0, 0.1, 0.3)):
+    for i, delay in enumerate((0.0, 0.3)):
         name = f"interrupted-{i}"
         got: dict = {}
 
@@ -348,7 +348,7 @@ def test_manager_killed_during_registration(url, llama_app, serve_session, s3_se
     print(f"\nmanager killed during registration (delay, answer, after restart): {seen}")
     # What the killed managers left is gone; each name registers cleanly now.
     assert not list((Path(adapter_dirs["store_dir"]) / "blobs").glob(".staging-*"))
-    for i in range(3):
+    for i in range(2):
         r = httpx.post(
             f"{url}/v1/adapters", json={"name": f"interrupted-{i}", "source": source}, headers=admin, timeout=90
         )
