@@ -92,38 +92,38 @@ class EngineUnavailable(ServeAppError):
     code = "engine_unavailable"
 
 
-class ReplicasUnavailable(EngineUnavailable):
-    """No replica of the engine is running (one is being replaced): retry after a few seconds."""
+class RetryAfter:
+    """An error that tells the client when to come back (``Retry-After``, seconds)."""
 
-    code = "no_replica_available"
-    # Seconds a client should wait; the router sets it from router.unavailable_retry_after_s.
-    retry_after_s = 5
+    retry_after_s = 1
 
     def headers(self) -> dict[str, str]:
         return {"Retry-After": str(self.retry_after_s)}
 
 
-class ManagerUnavailable(EngineUnavailable):
+class ReplicasUnavailable(RetryAfter, EngineUnavailable):
+    """No replica of the engine is running (one is being replaced): retry after a few seconds."""
+
+    code = "no_replica_available"
+    # The router sets it from router.unavailable_retry_after_s.
+    retry_after_s = 5
+
+
+class ManagerUnavailable(RetryAfter, EngineUnavailable):
     """The adapter manager died or is restarting under an admin call: retry shortly."""
 
     code = "adapter_manager_unavailable"
     retry_after_s = 2
 
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
-
-class Overloaded(ServeAppError):
+class Overloaded(RetryAfter, ServeAppError):
     """Every replica is at its bound of ongoing and queued requests: retry later."""
 
     status = 429
     type = "rate_limit_error"
     code = "overloaded"
-    # Seconds a client should wait; the router sets it from router.retry_after_s.
+    # The router sets it from router.retry_after_s.
     retry_after_s = 1
-
-    def headers(self) -> dict[str, str]:
-        return {"Retry-After": str(self.retry_after_s)}
 
 
 class InternalError(ServeAppError):

@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -310,15 +310,15 @@ async def _guarded(gen: Any, liveness: ReplicaLiveness | None = None) -> AsyncIt
     start (none is running) fails with a 503 instead of waiting unbounded.
     """
     it = gen.__aiter__()
-    first = liveness is not None
+
+    def first() -> Awaitable[Any]:
+        return liveness.started(it.__anext__()) if liveness is not None else it.__anext__()
+
+    step: Callable[[], Awaitable[Any]] = first
     while True:
         try:
-            if first:
-                first = False
-                assert liveness is not None
-                wire = await liveness.started(it.__anext__())
-            else:
-                wire = await it.__anext__()
+            wire = await step()
+            step = it.__anext__
         except StopAsyncIteration:
             return
         except asyncio.CancelledError:
