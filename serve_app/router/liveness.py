@@ -70,11 +70,15 @@ class ReplicaLiveness:
     async def started(self, first: Awaitable[T]) -> T:
         """The first item of a replica stream, or ``ReplicasUnavailable`` while no replica runs."""
         task = asyncio.ensure_future(first)
+        timeout = self._wait_s
         try:
             while True:
-                done, _ = await asyncio.wait((task,), timeout=self._wait_s)
+                done, _ = await asyncio.wait((task,), timeout=timeout)
                 if done:
                     return task.result()
+                # Past the bound: ask again every cache_s, so that a death the
+                # controller notices late still ends the wait soon after.
+                timeout = self._cache_s
                 if await self.running() == 0:
                     error = ReplicasUnavailable(
                         "No model replica is running (one is being replaced); retry the request shortly."

@@ -154,7 +154,7 @@ def s3_server():
                 raise
             time.sleep(0.2)
     options = {"client_kwargs": {"endpoint_url": endpoint}, "key": "testing", "secret": "testing"}
-    yield {"endpoint": endpoint, "options": options}
+    yield {"endpoint": endpoint, "options": options, "pid": proc.pid}
     proc.terminate()
     proc.wait(timeout=10)
 

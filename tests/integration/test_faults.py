@@ -300,7 +300,13 @@ def test_ingress_killed_mid_stream(url, llama_app, serve_session, role, actor):
 
 
 def test_manager_killed_during_registration(url, llama_app, serve_session, s3_server, adapters_root, adapter_dirs):
-    """Kill the manager while it copies and validates: no half-registered adapter is ever listed or served."""
+    """Kill the manager in the middle of a registration, and right after one: none is ever half there.
+
+    Mid-registration is made certain, not left to timing: the object store
+    (moto, our own process) is paused while the manager downloads the adapter,
+    and the kill comes once its staging folder exists.
+    """
+    import signal
     import threading
 
     import fsspec
@@ -308,53 +314,65 @@ def test_manager_killed_during_registration(url, llama_app, serve_session, s3_se
     from tests.support.constants import ADMIN_KEY
 
     admin = {"Authorization": f"Bearer {ADMIN_KEY}"}
+    blobs = Path(adapter_dirs["store_dir"]) / "blobs"
     fs = fsspec.filesystem("s3", **s3_server["options"])
     fs.mkdir("interrupted-bucket")
     for f in (adapters_root / "pirate").iterdir():
         fs.put_file(str(f), f"interrupted-bucket/pirate/{f.name}")
     source = "s3://interrupted-bucket/pirate"
-    seen: list[tuple[float, str, str]] = []
-    for i, delay in enumerate((0.0, 0.3)):
-        name = f"interrupted-{i}"
-        got: dict = {}
 
-        def register(name=name, got=got) -> None:
-            try:
-                r = httpx.post(f"{url}/v1/adapters", json={"name": name, "source": source}, headers=admin, timeout=90)
-                got["status"] = str(r.status_code)
-                got["body"] = r.json()
-            except httpx.HTTPError as e:
-                got["status"] = type(e).__name__
+    def register(name: str, got: dict) -> None:
+        try:
+            r = httpx.post(f"{url}/v1/adapters", json={"name": name, "source": source}, headers=admin, timeout=90)
+            got.update(status=r.status_code, body=r.json())
+        except httpx.HTTPError as e:
+            got.update(status=type(e).__name__)
 
-        thread = threading.Thread(target=register)
+    # 1. Killed mid-download.
+    got: dict = {}
+    staging_before = set(blobs.glob(".staging-*"))
+    os.kill(s3_server["pid"], signal.SIGSTOP)
+    try:
+        thread = threading.Thread(target=register, args=("interrupted", got))
         thread.start()
-        time.sleep(delay)
+        deadline = time.monotonic() + 30
+        while not set(blobs.glob(".staging-*")) - staging_before:
+            assert time.monotonic() < deadline, "the registration never started"
+            time.sleep(0.05)
+        t0 = time.monotonic()
         _kill("SERVE_REPLICA::dev#AdapterManager")
-        thread.join(120)
-        assert not thread.is_alive(), "the registration call hung"
-        # Listed (after the restart) only if it completed: then it is whole and served as trained.
-        listing = _listing(url, admin)
-        entry = listing.get(name)
-        if got["status"] == "201":
-            assert entry is not None and entry["status"] == "ready"
-        else:
-            assert got["status"] == "503" and got["body"]["error"]["code"] == "adapter_manager_unavailable", got
-        if entry is not None:
-            assert entry["status"] == "ready" and entry["sha256"] == got.get("body", {}).get("sha256", entry["sha256"])
-            assert _answer(url, f"{BASE}:{name}").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
-        else:
-            assert _answer(url, f"{BASE}:{name}").status_code == 404
-        seen.append((delay, got["status"], "listed and served" if entry else "not listed, 404"))
-    print(f"\nmanager killed during registration (delay, answer, after restart): {seen}")
-    # What the killed managers left is gone; each name registers cleanly now.
-    assert not list((Path(adapter_dirs["store_dir"]) / "blobs").glob(".staging-*"))
-    for i in range(2):
-        r = httpx.post(
-            f"{url}/v1/adapters", json={"name": f"interrupted-{i}", "source": source}, headers=admin, timeout=90
-        )
-        assert r.status_code == 201, r.text
-        assert _answer(url, f"{BASE}:interrupted-{i}").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
-        httpx.delete(f"{url}/v1/adapters/interrupted-{i}", headers=admin, timeout=60)
+    finally:
+        os.kill(s3_server["pid"], signal.SIGCONT)
+    thread.join(120)
+    answered = time.monotonic() - t0
+    assert not thread.is_alive(), "the registration call hung"
+    assert got["status"] == 503 and got["body"]["error"]["code"] == "adapter_manager_unavailable", got
+    listing = _listing(url, admin)
+    assert "interrupted" not in listing
+    assert _answer(url, f"{BASE}:interrupted").status_code == 404
+    # The restarted manager removed the dead one's staging folder.
+    assert not set(blobs.glob(".staging-*")) - staging_before
+
+    # 2. Killed right after a registration answered 201: it stays, whole.
+    done: dict = {}
+    register("just-registered", done)
+    assert done["status"] == 201, done
+    _kill("SERVE_REPLICA::dev#AdapterManager")
+    listing = _listing(url, admin)
+    entry = listing.get("just-registered")
+    assert entry is not None and entry["status"] == "ready" and entry["sha256"] == done["body"]["sha256"]
+    assert _answer(url, f"{BASE}:just-registered").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+    print(
+        f"\nmanager killed mid-download: the POST got {got['status']} {got['body']['error']['code']} "
+        f"{answered:.1f} s after the kill, not listed, inference 404, staging folder swept; "
+        f"killed right after a 201: listed, ready and served after the restart"
+    )
+    # The interrupted name registers cleanly now.
+    r = httpx.post(f"{url}/v1/adapters", json={"name": "interrupted", "source": source}, headers=admin, timeout=90)
+    assert r.status_code == 201, r.text
+    assert _answer(url, f"{BASE}:interrupted").json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+    for name in ("interrupted", "just-registered"):
+        httpx.delete(f"{url}/v1/adapters/{name}", headers=admin, timeout=60)
     assert set(DEV_ADAPTERS) <= set(_listing(url, admin))
 
 

@@ -452,3 +452,21 @@ def test_a_busy_replica_keeps_the_request_past_the_bound(client, fakes):
     body = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}]}
     r = client.post("/v1/chat/completions", json=body, headers=AUTH)
     assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "Hello there!"
+
+
+def test_a_death_noticed_late_still_ends_the_wait_soon_after(client, fakes):
+    """The controller still says RUNNING when the bound passes; the 503 follows within a second of it learning."""
+    import threading
+    import time
+
+    _, replica, _ = fakes
+    replica.delay_s = 30.0
+    timer = threading.Timer(1.0, lambda: RUNNING.update(replicas=0))
+    timer.start()
+    t0 = time.monotonic()
+    body = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}]}
+    r = client.post("/v1/chat/completions", json=body, headers=AUTH)
+    elapsed = time.monotonic() - t0
+    timer.join()
+    assert r.status_code == 503 and r.json()["error"]["code"] == "no_replica_available"
+    assert 1.0 <= elapsed < 3.5, elapsed
