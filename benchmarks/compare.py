@@ -50,12 +50,16 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import cpu_roles
 import loadgen
+
+if TYPE_CHECKING:
+    import httpx
 
 REPO = Path(__file__).resolve().parents[1]
 DEV_CONFIG = REPO / "configs" / "dev-cpu-gptoss.yaml"
@@ -174,6 +178,28 @@ def _wait_ready(url: str, proc: subprocess.Popen, want: set[str], timeout_s: flo
     raise TimeoutError(f"{url} not ready in {timeout_s} s")
 
 
+def _first_answer(url: str, proc: subprocess.Popen, timeout_s: float = 600) -> httpx.Response:
+    """The first chat answer, once the engine serves.
+
+    Our router lists models before the engine replica is up, and answers a
+    request in the meantime with 503 and Retry-After rather than hold it in
+    Serve's queue (router.unavailable_wait_s): wait as a client would.
+    """
+    import httpx
+
+    deadline = time.monotonic() + timeout_s
+    body = {"model": "gpt-oss-20b", "messages": loadgen.MESSAGES, "max_tokens": 4}
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before it answered")
+        r = httpx.post(f"{url}/v1/chat/completions", timeout=120, json=body)
+        if r.status_code == 200:
+            return r
+        if r.status_code != 503 or time.monotonic() > deadline:
+            raise RuntimeError(f"{url}: the first request got {r.status_code}: {r.text[:200]}")
+        time.sleep(float(r.headers.get("retry-after", 1)))
+
+
 def _stop(proc: subprocess.Popen) -> None:
     """End the server's whole process tree: only what this script started.
 
@@ -211,13 +237,7 @@ def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Pa
         proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_ready(url, proc, want)
-            import httpx
-
-            r = httpx.post(
-                f"{url}/v1/chat/completions",
-                timeout=120,
-                json={"model": "gpt-oss-20b", "messages": loadgen.MESSAGES, "max_tokens": 4},
-            )
+            r = _first_answer(url, proc)
             print(
                 f"{name}: ready; the benchmark prompt is {r.json()['usage']['prompt_tokens']} tokens", file=sys.stderr
             )
