@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -51,9 +52,18 @@ DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
 pytestmark = pytest.mark.integration
 
 
+# The fixtures the selected tests use (closures), so that `apps` deploys only what they need.
+_USED: set[str] = set()
+
+
 def pytest_collection_modifyitems(items):
     """Fault tests kill the dev app's actors: run them after everything else."""
     items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+
+
+def pytest_collection_finish(session):
+    for item in session.items:  # after -k and -m have deselected
+        _USED.update(getattr(item, "fixturenames", ()))
 
 
 @pytest.fixture(scope="session")
@@ -95,7 +105,9 @@ def serve_session(devmodel_dir):
     )
     serve.start(http_options={"host": "127.0.0.1", "port": _HTTP["port"]})
     yield serve
-    serve.shutdown()
+    # Ray's shutdown ends this session's actors, and vLLM's processes under them
+    # go with their parents. Serve's own graceful shutdown first cost 25-30 s
+    # (a replica still starting is waited for), and no test needs it.
     ray.shutdown()
 
 
@@ -177,17 +189,90 @@ def api_keys_file(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="session")
-def llama_app(serve_session, adapters_root, adapter_dirs, s3_server, api_keys_file):
+def _llama_app(request) -> Any:
     from serve_app.app import build_app
 
-    args = adapter_args(adapters_root, adapter_dirs, s3_server)
-    args["auth"] = {"api_keys_file": str(api_keys_file)}
-    serve_session.run(build_app(args), name="dev", route_prefix="/dev")
+    args = adapter_args(
+        request.getfixturevalue("adapters_root"),
+        request.getfixturevalue("adapter_dirs"),
+        request.getfixturevalue("s3_server"),
+    )
+    args["auth"] = {"api_keys_file": str(request.getfixturevalue("api_keys_file"))}
+    return build_app(args)
+
+
+def _gptoss_app(request) -> Any:
+    """The gpt-oss dev model with LoRA on."""
+    from serve_app.app import build_app
+
+    tmp = request.getfixturevalue("tmp_path_factory")
+    args = dev_args()
+    args["model"]["path"] = "devmodel:gptoss"
+    args["adapters"] = {
+        "store_dir": str(tmp.mktemp("gptoss-store")),
+        "replica_cache_dir": str(tmp.mktemp("gptoss-cache")),
+        "source_roots": [str(request.getfixturevalue("gptoss_source_root"))],
+        "refresh_s": 0.2,
+        "fetch_timeout_s": GPTOSS_FETCH_TIMEOUT_S,
+        "fetch_attempts": 2,
+    }
+    # No keys configured: open, like `vllm serve` without --api-key.
+    args["replica"].update(max_ongoing_requests=GPTOSS_ONGOING, max_queued_requests=GPTOSS_QUEUED)
+    args["replica"]["autoscaling"]["target_ongoing_requests"] = GPTOSS_ONGOING
+    # The dead-engine test waits for Serve's health checks to fail three times in a row.
+    args["replica"]["health_check_period_s"] = 2.0
+    return build_app(args)
+
+
+def _tp2_app(request) -> Any:
+    """The dev model with tensor-parallel size 2 on CPU (two worker bundles)."""
+    from serve_app.app import build_app
+
+    # Shares the dev app's store (SQLite in WAL mode: two managers may use it).
+    args = adapter_args(request.getfixturevalue("adapters_root"), request.getfixturevalue("adapter_dirs"))
+    args["engine"]["tensor_parallel_size"] = 2
+    return build_app(args)
+
+
+# fixture -> (app name, its builder); route prefix /<name>.
+_APPS = {"llama_app": ("dev", _llama_app), "gptoss_app": ("gptoss", _gptoss_app), "tp2_app": ("tp2", _tp2_app)}
+
+
+@pytest.fixture(scope="session")
+def apps(request, serve_session) -> dict[str, Any]:
+    """Every app the collected tests use, deployed in one call: their engines start together.
+
+    An engine's start is mostly single-threaded imports, in its replica, then
+    its EngineCore, then its worker process: started one after another, the
+    three apps' engines took about 4 minutes and left a core idle. The peft
+    reference (its own process) runs meanwhile too.
+    """
+    from ray.serve import RunTarget
+
+    if "peft_reference" in _USED:
+        request.getfixturevalue("_peft_run")
+    wanted = [spec for fixture, spec in _APPS.items() if fixture in _USED]
+    targets = [RunTarget(target=build(request), name=name, route_prefix=f"/{name}") for name, build in wanted]
+    serve_session.run_many(targets)
+    return {name: serve_session.get_deployment_handle("LLMReplica", app_name=name) for name, _ in wanted}
+
+
+def _app(request, serve_session, name: str) -> Any:
+    deployed = request.getfixturevalue("apps")
+    if name not in deployed:  # in no collected test's closure: asked for at run time
+        build = next(b for n, b in _APPS.values() if n == name)
+        serve_session.run(build(request), name=name, route_prefix=f"/{name}")
+        deployed[name] = serve_session.get_deployment_handle("LLMReplica", app_name=name)
+    return deployed[name]
+
+
+@pytest.fixture(scope="session")
+def llama_app(request, serve_session, adapters_root) -> Any:
+    handle = _app(request, serve_session, "dev")
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="dev")
     for name in DEV_ADAPTERS:
         manager.register.remote(name, str(adapters_root / name)).result()
-    return serve_session.get_deployment_handle("LLMReplica", app_name="dev")
+    return handle
 
 
 @pytest.fixture(scope="session")
@@ -212,27 +297,33 @@ def refs(llama_app, serve_session) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def peft_reference(devmodel_dir, tmp_path_factory) -> dict:
-    """gpt-oss adapters made with peft now, and transformers + peft greedy outputs (own process)."""
+def _peft_run(devmodel_dir, tmp_path_factory):
+    """Started early (see `apps`): gpt-oss adapters made with peft, and their transformers outputs."""
     out = tmp_path_factory.mktemp("peft-made")
-    subprocess.run(
-        [sys.executable, str(REPO / "tests/integration/peft_reference.py"), str(devmodel_dir / "gptoss"), str(out)],
-        check=True,
-        timeout=600,
-    )
+    script = REPO / "tests/integration/peft_reference.py"
+    proc = subprocess.Popen([sys.executable, str(script), str(devmodel_dir / "gptoss"), str(out)])
+    yield out, proc
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait()
+
+
+@pytest.fixture(scope="session")
+def peft_reference(_peft_run) -> dict:
+    """gpt-oss adapters made with peft now, and transformers + peft greedy outputs (own process)."""
+    out, proc = _peft_run
+    assert proc.wait(timeout=600) == 0, "tests/integration/peft_reference.py failed"
     return {"dir": out, **json.loads((out / "reference.json").read_text())}
 
 
 @pytest.fixture(scope="session")
-def gptoss_adapters_root(devmodel_dir, peft_reference, tmp_path_factory) -> Path:
-    """The gpt-oss dev adapters, the peft-made ones, and gpt-oss adapters vLLM cannot serve."""
+def gptoss_source_root(devmodel_dir, tmp_path_factory) -> Path:
+    """The gpt-oss app's source root: its dev adapters and adapters vLLM cannot serve."""
     from tests.support import malformed
 
     root = tmp_path_factory.mktemp("gptoss-adapters")
     for name in GPTOSS_DEV_ADAPTERS.values():
         shutil.copytree(devmodel_dir / "adapters" / name, root / name)
-    for name in ("attn", "full"):
-        shutil.copytree(peft_reference["dir"] / name, root / name)
     # The same weights as pirate under another name: a cold adapter for the fetch-timeout test.
     shutil.copytree(devmodel_dir / "adapters" / "gptoss-pirate", root / "cold")
     cfg = json.loads((devmodel_dir / "gptoss" / "config.json").read_text())
@@ -243,28 +334,22 @@ def gptoss_adapters_root(devmodel_dir, peft_reference, tmp_path_factory) -> Path
 
 
 @pytest.fixture(scope="session")
-def gptoss_app(serve_session, gptoss_adapters_root, tmp_path_factory):
-    """The gpt-oss dev model with LoRA on and its two adapters registered."""
-    from serve_app.app import build_app
+def gptoss_adapters_root(gptoss_source_root, peft_reference) -> Path:
+    """The same root, with the peft-made adapters in it too."""
+    for name in ("attn", "full"):
+        shutil.copytree(peft_reference["dir"] / name, gptoss_source_root / name)
+    return gptoss_source_root
 
-    args = dev_args()
-    args["model"]["path"] = "devmodel:gptoss"
-    args["adapters"] = {
-        "store_dir": str(tmp_path_factory.mktemp("gptoss-store")),
-        "replica_cache_dir": str(tmp_path_factory.mktemp("gptoss-cache")),
-        "source_roots": [str(gptoss_adapters_root)],
-        "refresh_s": 0.2,
-        "fetch_timeout_s": GPTOSS_FETCH_TIMEOUT_S,
-        "fetch_attempts": 2,
-    }
-    # No keys configured: open, like `vllm serve` without --api-key.
-    args["replica"].update(max_ongoing_requests=GPTOSS_ONGOING, max_queued_requests=GPTOSS_QUEUED)
-    args["replica"]["autoscaling"]["target_ongoing_requests"] = GPTOSS_ONGOING
-    serve_session.run(build_app(args), name="gptoss", route_prefix="/gptoss")
+
+@pytest.fixture(scope="session")
+def gptoss_app(request, serve_session) -> Any:
+    """The gpt-oss dev model with LoRA on and its two adapters registered."""
+    handle = _app(request, serve_session, "gptoss")
+    root = request.getfixturevalue("gptoss_source_root")
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
     for name, folder in GPTOSS_DEV_ADAPTERS.items():
-        manager.register.remote(name, str(gptoss_adapters_root / folder)).result()
-    return serve_session.get_deployment_handle("LLMReplica", app_name="gptoss")
+        manager.register.remote(name, str(root / folder)).result()
+    return handle
 
 
 @pytest.fixture(scope="session")
@@ -274,14 +359,6 @@ def gptoss_refs(gptoss_app, serve_session) -> dict[str, str]:
 
 
 @pytest.fixture(scope="session")
-def tp2_app(serve_session, adapters_root, adapter_dirs, refs):
+def tp2_app(request, serve_session, refs) -> Any:
     """The dev model with tensor-parallel size 2 on CPU (two worker bundles)."""
-    from serve_app.app import build_app
-
-    # Shares the dev app's store (SQLite in WAL mode: two managers may use it).
-    args = adapter_args(adapters_root, adapter_dirs)
-    args["engine"]["tensor_parallel_size"] = 2
-    serve_session.run(build_app(args), name="tp2", route_prefix="/tp2")
-    yield serve_session.get_deployment_handle("LLMReplica", app_name="tp2")
-    # Free its two CPUs for whatever runs next.
-    serve_session.delete("tp2")
+    return _app(request, serve_session, "tp2")
