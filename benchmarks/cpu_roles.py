@@ -17,6 +17,9 @@ user + system CPU over the window is charged to a role:
 
 The data path is ingress + router + replica. Processes that start during a
 window are charged from zero; ones that exit during it are lost (none should).
+A process is the same across a window when its pid and start time are: Ray
+retitles an actor's process with the task it runs (``ray::ServeController``,
+then ``ray::ServeController.listen_for_change``), so a title is no identity.
 """
 
 from __future__ import annotations
@@ -48,6 +51,8 @@ class Proc:
     name: str
     role: str
     cpu_s: float
+    # When the process started (psutil's create_time): with the pid, its identity.
+    started: float = 0.0
 
 
 def _label(cmdline: str) -> str:
@@ -75,9 +80,11 @@ def snapshot(root_pid: int, root_role: str) -> dict[int, Proc]:
             with p.oneshot():
                 t = p.cpu_times()
                 cmd = " ".join(p.cmdline()) or p.name()
+                started = p.create_time()
         except psutil.Error:
             continue
-        out[p.pid] = Proc(p.pid, _label(cmd), role_of(cmd, p.pid == root_pid, root_role), t.user + t.system)
+        role = role_of(cmd, p.pid == root_pid, root_role)
+        out[p.pid] = Proc(p.pid, _label(cmd), role, t.user + t.system, started)
     return out
 
 
@@ -93,8 +100,8 @@ class Window:
         procs = []
         for pid, p in after.items():
             start = before.get(pid)
-            used = p.cpu_s - (start.cpu_s if start is not None and start.name == p.name else 0.0)
-            procs.append(Proc(pid, p.name, p.role, max(used, 0.0)))
+            used = p.cpu_s - (start.cpu_s if start is not None and start.started == p.started else 0.0)
+            procs.append(Proc(pid, p.name, p.role, max(used, 0.0), p.started))
         return cls(tokens, procs)
 
     def us_per_token(self, role: str) -> float:
@@ -135,5 +142,5 @@ def merge(windows: list[Window]) -> Window:
             if p.pid in by_pid:
                 by_pid[p.pid].cpu_s += p.cpu_s
             else:
-                by_pid[p.pid] = Proc(p.pid, p.name, p.role, p.cpu_s)
+                by_pid[p.pid] = Proc(p.pid, p.name, p.role, p.cpu_s, p.started)
     return Window(sum(w.tokens for w in windows), list(by_pid.values()))
