@@ -45,6 +45,9 @@ os.environ.setdefault("RAY_SERVE_THROUGHPUT_OPTIMIZED", "1")
 # default, so that external load balancers see it go; none watches the tests,
 # where it cost a minute (the tp2 app's delete and the session's end).
 os.environ.setdefault("RAY_SERVE_DIRECT_INGRESS_MIN_DRAINING_PERIOD_S", "1")
+# Serve replaces a dead HTTP proxy after three failed health checks, 10 s apart
+# by default: the proxy-kill test waited 30 s for that, here 6.
+os.environ.setdefault("RAY_SERVE_PROXY_HEALTH_CHECK_PERIOD_S", "2")
 
 REPO = Path(__file__).resolve().parents[2]
 DEV_CONFIG = REPO / "configs" / "dev-cpu.yaml"
