@@ -22,6 +22,7 @@ from ray import serve
 
 from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
 from serve_app.config import AppConfig
+from serve_app.heap import freeze_startup_heap
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
@@ -168,6 +169,7 @@ class LLMReplica:
 
         # Wired at runtime because the bound comes from config.
         self._get_adapter = serve.multiplexed(max_num_models_per_replica=self._cfg.lora.adapters_per_replica)(load)
+        freeze_startup_heap()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[list]:
         """Stream token chunks (``TokenChunk.to_wire`` lists) for one request; cancelling aborts it in the engine."""

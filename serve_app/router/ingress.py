@@ -29,6 +29,7 @@ from serve_app.endpoints.chat.handler import ChatEndpoint
 from serve_app.endpoints.completions.handler import CompletionsEndpoint
 from serve_app.endpoints.responses.handler import ResponsesEndpoint
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
+from serve_app.heap import freeze_startup_heap
 from serve_app.metrics import RequestMetrics
 from serve_app.protocol.errors import (
     EngineUnavailable,
@@ -91,6 +92,7 @@ class Router:
         self._created = int(time.time())
         # Not `app`: Serve's ingress wrapper owns that name.
         self.http = self._build_app()
+        freeze_startup_heap()
 
     def __serve_build_asgi_app__(self) -> Any:
         """Serve's late-bound ingress: the application this instance built."""
