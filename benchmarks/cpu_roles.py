@@ -9,7 +9,8 @@ user + system CPU over the window is charged to a role:
   detokenizing, JSON: vLLM's whole data path).
 - ``router``: our Router replicas.
 - ``replica``: our LLMReplica actors (vLLM's AsyncLLM front end runs here:
-  its output processing is ours to count, as it is in vLLM's API server).
+  its output processing is ours to count, as it is in vLLM's API server);
+  in the direct topology the LLMServer replicas, which are also the router.
 - ``engine``: vLLM's EngineCore and worker processes (the same in both).
 - ``ray``: Ray's own processes (GCS, raylet, Serve controller, the adapter
   manager, the ``serve run`` driver, dashboard agents): per second, not per
@@ -37,7 +38,7 @@ def role_of(cmdline: str, is_root: bool, root_role: str) -> str:
     if "ServeReplica" in cmdline:
         if ":Router" in cmdline:
             return "router"
-        if ":LLMReplica" in cmdline:
+        if ":LLMReplica" in cmdline or ":LLMServer" in cmdline:
             return "replica"
         return "ray"  # the adapter manager: control plane
     if "ProxyActor" in cmdline or "HAProxy" in cmdline or cmdline.split(" ", 1)[0].endswith("haproxy"):

@@ -18,6 +18,7 @@ from serve_app.config import AppConfig, AutoscalingConfig
 from serve_app.endpoints.responses.store import ResponseStore
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
+from serve_app.server.deployment import DEPLOYMENT_NAME, LLMServer
 
 
 def _scaling(a: AutoscalingConfig) -> dict[str, Any]:
@@ -86,6 +87,23 @@ def router_options(cfg: AppConfig) -> dict[str, Any]:
     }
 
 
+def server_options(cfg: AppConfig) -> dict[str, Any]:
+    """Deployment options of the LLMServer (direct topology): the replica's, with room for the API.
+
+    Serve counts every HTTP request a replica serves against its
+    ``max_ongoing_requests`` and refuses the rest in plain text; the server's
+    own admission (``AppConfig.direct_admission_limit``) answers a 429 in our
+    error shape first, and the headroom is for requests that generate nothing
+    (models, health, adapters) and for streams placed here by other replicas.
+    """
+    return {
+        **replica_options(cfg),
+        "name": DEPLOYMENT_NAME,
+        "max_ongoing_requests": cfg.direct_admission_limit() + cfg.router.max_ongoing_requests,
+        "max_queued_requests": cfg.router.max_queued_requests,
+    }
+
+
 def manager_options(cfg: AppConfig) -> dict[str, Any]:
     # One manager: SQLite serializes writers anyway, and every read it serves
     # (version, view, fetch) is small or rare.
@@ -123,10 +141,13 @@ def build_app(args: dict[str, Any]) -> Application:
     manager = None
     if cfg.lora.enabled:
         manager = _deployment(AdapterManager).options(**manager_options(cfg)).bind(config)
-    replica = _deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
     store = None
     if cfg.responses.enabled:
         store = _deployment(ResponseStore).options(**store_options(cfg)).bind(config)
+    if cfg.topology == "direct":
+        server = _deployment(serve.ingress()(LLMServer)).options(**server_options(cfg))
+        return server.bind(config, manager, store)
+    replica = _deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
     # The router is a Starlette application (``Router.__serve_build_asgi_app__``).
     router = _deployment(serve.ingress()(Router)).options(**router_options(cfg))
     return router.bind(config, replica, manager, store)

@@ -282,6 +282,12 @@ class ResponsesConfig(StrictModel):
 
 class AppConfig(StrictModel):
     model: ModelConfig = Field(description="The served model.")
+    topology: Literal["routed", "direct"] = Field(
+        "routed",
+        description="routed: Router replicas (the API) in front of LLMReplica replicas (the engines); "
+        "direct: one LLMServer deployment, the API in each engine replica's own process (no Serve hop "
+        "per token; scale it with replica.autoscaling). Measured in the README.",
+    )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="Per-request LoRA adapters in the engine.")
     replica: ReplicaConfig = Field(default_factory=ReplicaConfig, description="The LLMReplica deployment.")
@@ -308,12 +314,25 @@ class AppConfig(StrictModel):
             and self.engine.max_num_batched_tokens < self.engine.max_num_seqs
         ):
             raise ValueError("engine.max_num_batched_tokens must be >= engine.max_num_seqs")
+        if self.topology == "direct" and (self.router.num_replicas != 1 or self.router.autoscaling is not None):
+            raise ValueError(
+                "topology direct: the API runs in every engine replica; scale it with replica.autoscaling, "
+                "not router.num_replicas or router.autoscaling"
+            )
         if self.replica.autoscaling.target_ongoing_requests > self.replica.max_ongoing_requests:
             raise ValueError(
                 "replica.autoscaling.target_ongoing_requests must be <= replica.max_ongoing_requests "
                 "(a replica never holds more, so the autoscaler would never see its target)"
             )
         return self
+
+    def direct_admission_limit(self) -> int:
+        """Streams one LLMServer replica runs at once (direct topology); the next gets a 429.
+
+        What the routed topology admits per replica: ``max_ongoing_requests``
+        running, ``max_queued_requests`` waiting (vLLM queues them).
+        """
+        return self.replica.max_ongoing_requests + self.replica.max_queued_requests
 
     def base_model_names(self) -> frozenset[str]:
         return frozenset([self.model.path, self.model.served_name, *self.lora.base_model_names])

@@ -14,7 +14,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec
 from serve_app.config import AppConfig
 from serve_app.heap import freeze_startup_heap
 from serve_app.metrics import AdapterMetrics
-from serve_app.protocol.engine import GenerateRequest
+from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
 from serve_app.replica.streaming import paced
@@ -173,6 +173,15 @@ class LLMReplica:
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[list]:
         """Stream token chunks (``TokenChunk.to_wire`` lists) for one request; cancelling aborts it in the engine."""
+        stream = self.chunks(request)
+        try:
+            async for chunk in stream:
+                yield chunk.to_wire()
+        finally:
+            await stream.aclose()
+
+    async def chunks(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk, None]:
+        """The token chunks of one request, in this process; closing the iterator aborts it in the engine."""
         adapter = lora = None
         if request.adapter:
             if not self._cfg.lora.enabled:
@@ -183,12 +192,17 @@ class LLMReplica:
             stream = paced(self._engine.generate(request, lora), self._interval_s)
             try:
                 async for chunk in stream:
-                    yield chunk.to_wire()
+                    yield chunk
             finally:
                 await stream.aclose()
         finally:
             if adapter is not None:
                 adapter.done()
+
+    def holds(self, ref: str) -> bool:
+        """Whether this replica has adapter ``ref`` (checked, cached, not evicted): its requests belong here."""
+        adapter = self._loaded.get(ref)
+        return adapter is not None and not adapter.evicted and not adapter.stale
 
     async def _watch_registry(self) -> None:
         """Free the engine slots of adapters deleted or replaced in the registry.

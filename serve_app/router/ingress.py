@@ -56,7 +56,18 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class Router:
-    def __init__(self, config: dict | AppConfig, replica: Any, manager: Any = None, responses_store: Any = None):
+    def __init__(
+        self,
+        config: dict | AppConfig,
+        replica: Any,
+        manager: Any = None,
+        responses_store: Any = None,
+        *,
+        in_process: bool = False,
+    ):
+        """``replica``: the LLMReplica deployment's handle, or (``in_process``) this process's
+        own engine replica behind a handle's interface (``serve_app.server``): then there is
+        no wait for a replica to bound, since the one that runs the request is this one."""
         self._cfg = AppConfig.model_validate(config)
         use_vocab_dir(self._cfg.model.resolved_vocab_dir())
         harmony_encoding()  # load the vocabulary now, not on the first request
@@ -78,7 +89,9 @@ class Router:
                 self._cfg.model.served_name,
                 self._cfg.router.replica_transport,
                 RequestMetrics(),
-                ReplicaLiveness.of_handle(
+                None
+                if in_process
+                else ReplicaLiveness.of_handle(
                     replica, self._cfg.router.unavailable_wait_s, self._cfg.router.unavailable_retry_after_s
                 ),
             ),

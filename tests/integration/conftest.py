@@ -204,12 +204,13 @@ def _llama_app(request) -> Any:
     return build_app(args)
 
 
-def _gptoss_app(request) -> Any:
+def _gptoss_app(request, topology: str = "routed") -> Any:
     """The gpt-oss dev model with LoRA on."""
     from serve_app.app import build_app
 
     tmp = request.getfixturevalue("tmp_path_factory")
     args = dev_args()
+    args["topology"] = topology
     args["model"]["path"] = "devmodel:gptoss"
     args["adapters"] = {
         "store_dir": str(tmp.mktemp("gptoss-store")),
@@ -227,6 +228,11 @@ def _gptoss_app(request) -> Any:
     return build_app(args)
 
 
+def _direct_app(request) -> Any:
+    """The gptoss app's config in the direct topology: one LLMServer deployment."""
+    return _gptoss_app(request, "direct")
+
+
 def _tp2_app(request) -> Any:
     """The dev model with tensor-parallel size 2 on CPU (two worker bundles)."""
     from serve_app.app import build_app
@@ -238,7 +244,18 @@ def _tp2_app(request) -> Any:
 
 
 # fixture -> (app name, its builder); route prefix /<name>.
-_APPS = {"llama_app": ("dev", _llama_app), "gptoss_app": ("gptoss", _gptoss_app), "tp2_app": ("tp2", _tp2_app)}
+_APPS = {
+    "llama_app": ("dev", _llama_app),
+    "gptoss_app": ("gptoss", _gptoss_app),
+    "tp2_app": ("tp2", _tp2_app),
+    "direct_app": ("direct", _direct_app),
+}
+# The engine deployment of each app (its handle is what the app fixtures give).
+_ENGINE = {"direct": "LLMServer"}
+
+
+def _engine_handle(serve_session, name: str) -> Any:
+    return serve_session.get_deployment_handle(_ENGINE.get(name, "LLMReplica"), app_name=name)
 
 
 @pytest.fixture(scope="session")
@@ -257,7 +274,7 @@ def apps(request, serve_session) -> dict[str, Any]:
     wanted = [spec for fixture, spec in _APPS.items() if fixture in _USED]
     targets = [RunTarget(target=build(request), name=name, route_prefix=f"/{name}") for name, build in wanted]
     serve_session.run_many(targets)
-    return {name: serve_session.get_deployment_handle("LLMReplica", app_name=name) for name, _ in wanted}
+    return {name: _engine_handle(serve_session, name) for name, _ in wanted}
 
 
 def _app(request, serve_session, name: str) -> Any:
@@ -265,7 +282,7 @@ def _app(request, serve_session, name: str) -> Any:
     if name not in deployed:  # in no collected test's closure: asked for at run time
         build = next(b for n, b in _APPS.values() if n == name)
         serve_session.run(build(request), name=name, route_prefix=f"/{name}")
-        deployed[name] = serve_session.get_deployment_handle("LLMReplica", app_name=name)
+        deployed[name] = _engine_handle(serve_session, name)
     return deployed[name]
 
 
@@ -359,6 +376,17 @@ def gptoss_app(request, serve_session) -> Any:
 def gptoss_refs(gptoss_app, serve_session) -> dict[str, str]:
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
     return {name: a["ref"] for name, a in manager.view.remote().result()["adapters"].items()}
+
+
+@pytest.fixture(scope="session")
+def direct_app(request, serve_session) -> Any:
+    """The gpt-oss dev model in the direct topology, its two adapters registered (the LLMServer handle)."""
+    handle = _app(request, serve_session, "direct")
+    root = request.getfixturevalue("gptoss_source_root")
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="direct")
+    for name, folder in GPTOSS_DEV_ADAPTERS.items():
+        manager.register.remote(name, str(root / folder)).result()
+    return handle
 
 
 @pytest.fixture(scope="session")

@@ -14,6 +14,7 @@ from benchmarks.cpu_roles import Proc, Window, merge, role_of
         ("VLLM::Worker", "engine"),
         ("ray::ServeReplica:gpt-oss:Router", "router"),
         ("ray::ServeReplica:gpt-oss:LLMReplica", "replica"),
+        ("ray::ServeReplica:gpt-oss:LLMServer", "replica"),
         ("ray::ServeReplica:gpt-oss:AdapterManager", "ray"),
         ("ray::ProxyActor", "ingress"),
         ("ray::HAProxyManager", "ingress"),

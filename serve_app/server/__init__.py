@@ -1,0 +1,1 @@
+"""The direct topology: the OpenAI API and the engine in one process (``topology: direct``)."""

@@ -1,0 +1,48 @@
+"""LLMServer: one deployment that is both the OpenAI API and a vLLM engine replica.
+
+The routed topology (proxy -> Router -> LLMReplica) pays Serve's per-message
+cost on two hops for every streamed chunk: a gRPC stream send in the replica,
+its receive and the ASGI messages in the router (measured in the README). Here
+the router's Starlette application runs in the engine replica's own process,
+as Serve's ingress of this deployment. With HAProxy (``RAY_SERVE_ENABLE_HA_PROXY``)
+haproxy forwards each HTTP request straight to a replica's own port, so a
+token goes from vLLM's output handler to the client's socket in one process,
+as in vLLM's own API server; without it, Serve's Python proxy is the one hop.
+
+What the routed topology guarantees holds here, with the same code: the
+router's endpoints, auth and tenants, typed errors before the first token,
+cancel on disconnect, per-adapter metrics; adapter affinity and 429 admission
+are ``serve_app.server.local``'s. vLLM is still imported by one module only
+(``serve_app.replica.engine``, through ``LLMReplica``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from serve_app.config import AppConfig
+from serve_app.replica.deployment import LLMReplica
+from serve_app.router.ingress import Router
+from serve_app.server.local import LocalReplica
+
+DEPLOYMENT_NAME = "LLMServer"
+
+
+def _own_handle() -> Any:
+    """This deployment's handle (adapters held by another replica are placed through it)."""
+    from ray import serve
+
+    ctx = serve.get_replica_context()
+    return serve.get_deployment_handle(ctx.deployment, ctx.app_name)
+
+
+class LLMServer(LLMReplica):
+    def __init__(self, config: dict | AppConfig, manager: Any = None, responses_store: Any = None):
+        super().__init__(config, manager)
+        cfg = self._cfg
+        self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle if cfg.lora.enabled else None)
+        self._router = Router(cfg, self.local, manager, responses_store, in_process=True)
+
+    def __serve_build_asgi_app__(self) -> Any:
+        """Serve's late-bound ingress: the router's application, in this process."""
+        return self._router.http
