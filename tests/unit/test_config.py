@@ -84,10 +84,15 @@ def test_every_config_file_builds(path):
     cfg = load_config_file(path)
     args = yaml.safe_load(path.read_text())["applications"][0]["args"]
     deployments = _deployments(build_app(args))
-    assert set(deployments) == {"Router", "LLMReplica"} | ({"AdapterManager"} if cfg.lora.enabled else set()) | (
+    engine = {"routed": {"Router", "LLMReplica"}, "direct": {"LLMServer"}}[cfg.topology]
+    assert set(deployments) == engine | ({"AdapterManager"} if cfg.lora.enabled else set()) | (
         {"ResponseStore"} if cfg.responses.enabled else set()
     )
-    replica, router = deployments["LLMReplica"], deployments["Router"]
+    if cfg.topology == "direct":
+        # One deployment is both: the engine replica's bundles and bounds, the router's room for requests.
+        replica = router = deployments["LLMServer"]
+    else:
+        replica, router = deployments["LLMReplica"], deployments["Router"]
     bundles = replica._replica_config.placement_group_bundles
     assert len(bundles) == cfg.engine.tensor_parallel_size
     assert sum(b.get("GPU", 0) for b in bundles) == (
@@ -100,11 +105,15 @@ def test_every_config_file_builds(path):
     else:
         assert (scaling.min_replicas, scaling.max_replicas) == (bounds.min_replicas, bounds.max_replicas)
         assert scaling.target_ongoing_requests == bounds.target_ongoing_requests
-    assert replica.max_ongoing_requests == cfg.replica.max_ongoing_requests
-    # Bounded queues (429 beyond them) and time for running streams on shutdown.
-    assert 0 <= replica.max_queued_requests == cfg.replica.max_queued_requests
+    if cfg.topology == "direct":
+        # Our admission (a 429 in our shape) comes before Serve's plain-text refusal.
+        assert replica.max_ongoing_requests > cfg.direct_admission_limit() + 64
+    else:
+        assert replica.max_ongoing_requests == cfg.replica.max_ongoing_requests
+        # Bounded queues (429 beyond them) and time for running streams on shutdown.
+        assert 0 <= replica.max_queued_requests == cfg.replica.max_queued_requests
+        assert router.ray_actor_options["num_cpus"] == 0
     assert replica._deployment_config.graceful_shutdown_timeout_s >= 60
-    assert router.ray_actor_options["num_cpus"] == 0
     assert router.max_ongoing_requests >= 1000  # Serve's default (5) would queue streams at the proxy
     assert router.max_queued_requests >= 0
 
