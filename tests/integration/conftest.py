@@ -99,8 +99,11 @@ def serve_session(devmodel_dir):
     # Routers read the admin key from their environment, inherited from here.
     os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
     # Metrics are exported every second (Ray's default: 10 s) on a port of our own.
+    # Logical CPUs: one per engine bundle of the apps (dev, gptoss and direct one
+    # each, tp2 two), the light deployments take none; with fewer, the last app's
+    # replica waits for a CPU forever and the deploy with it.
     ray.init(
-        num_cpus=4,
+        num_cpus=5,
         include_dashboard=False,
         log_to_driver=False,
         _metrics_export_port=METRICS_PORT,
