@@ -367,11 +367,16 @@ def gptoss_adapters_root(gptoss_source_root, peft_reference) -> Path:
 @pytest.fixture(scope="session")
 def gptoss_app(request, serve_session) -> Any:
     """The gpt-oss dev model with LoRA on and its two adapters registered."""
-    handle = _app(request, serve_session, "gptoss")
+    return _with_gptoss_adapters(request, serve_session, "gptoss")
+
+
+def _with_gptoss_adapters(request, serve_session, name: str) -> Any:
+    """App ``name`` deployed, with the gpt-oss dev adapters registered; its engine handle."""
+    handle = _app(request, serve_session, name)
     root = request.getfixturevalue("gptoss_source_root")
-    manager = serve_session.get_deployment_handle("AdapterManager", app_name="gptoss")
-    for name, folder in GPTOSS_DEV_ADAPTERS.items():
-        manager.register.remote(name, str(root / folder)).result()
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name=name)
+    for adapter, folder in GPTOSS_DEV_ADAPTERS.items():
+        manager.register.remote(adapter, str(root / folder)).result()
     return handle
 
 
@@ -384,12 +389,7 @@ def gptoss_refs(gptoss_app, serve_session) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def direct_app(request, serve_session) -> Any:
     """The gpt-oss dev model in the direct topology, its two adapters registered (the LLMServer handle)."""
-    handle = _app(request, serve_session, "direct")
-    root = request.getfixturevalue("gptoss_source_root")
-    manager = serve_session.get_deployment_handle("AdapterManager", app_name="direct")
-    for name, folder in GPTOSS_DEV_ADAPTERS.items():
-        manager.register.remote(name, str(root / folder)).result()
-    return handle
+    return _with_gptoss_adapters(request, serve_session, "direct")
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ ones the dev model was trained to give)."""
 from __future__ import annotations
 
 import json
-import time
 
 import httpx
 import openai
@@ -22,6 +21,7 @@ from serve_app.devmodel.corpus import (
 )
 from tests.support.chat import CITY_TOOL, UNSEEN, _chat, assert_forced_call
 from tests.support.constants import AUTH
+from tests.support.streams import assert_disconnect_aborts
 
 pytestmark = pytest.mark.integration
 
@@ -240,20 +240,7 @@ def test_special_token_text_stays_text(client):
 
 
 def test_client_disconnect_cancels_engine_request(url, llama_app):
-    def unfinished() -> int:
-        return llama_app.stats.remote().result()["unfinished_requests"]
-
-    body = {"model": BASE, "messages": CAPITALS, "stream": True, "max_tokens": 1800, "ignore_eos": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, headers=AUTH, timeout=60) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()
-        for _ in range(6):
-            next(lines)
-        assert unfinished() == 1
-    deadline = time.monotonic() + 20
-    while unfinished() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert unfinished() == 0
+    assert_disconnect_aborts(url, llama_app, CAPITALS, AUTH)
 
 
 @pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])

@@ -10,17 +10,14 @@ bounds with our 429, never Serve's plain-text one.
 
 from __future__ import annotations
 
-import asyncio
-import time
-
 import httpx
 import openai
 import pytest
 
-from benchmarks.overload import burst
 from serve_app.devmodel.corpus import CAPITALS_FINAL, PIRATE_FINAL, TERSE_FINAL
 from tests.support.chat import CITY_TOOL, UNSEEN, _chat, assert_forced_call
 from tests.support.constants import GPTOSS_ONGOING, GPTOSS_QUEUED
+from tests.support.streams import assert_disconnect_aborts, assert_overload_refused
 
 pytestmark = pytest.mark.integration
 
@@ -99,34 +96,8 @@ def test_typed_errors_before_the_first_token(url):
 
 
 def test_client_disconnect_aborts_the_engine_request(url, direct_app):
-    def unfinished() -> int:
-        return direct_app.stats.remote().result()["unfinished_requests"]
-
-    body = {"model": BASE, "messages": CAPITALS, "stream": True, "max_tokens": 1800, "ignore_eos": True}
-    with httpx.stream("POST", f"{url}/v1/chat/completions", json=body, timeout=60) as r:
-        assert r.status_code == 200
-        lines = r.iter_lines()
-        for _ in range(6):
-            next(lines)
-        assert unfinished() == 1
-    deadline = time.monotonic() + 20
-    while unfinished() and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert unfinished() == 0
+    assert_disconnect_aborts(url, direct_app, CAPITALS)
 
 
 def test_past_its_bounds_a_429_in_our_shape_while_streams_complete(url):
-    result = asyncio.run(burst(url, BASE, GPTOSS_ONGOING, GPTOSS_QUEUED, 8, tokens=256, timeout_s=240))
-    print(result.table())
-    fitting = [o for o in result.outcomes if o.kind == "fitting"]
-    extras = [o for o in result.outcomes if o.kind == "extra"]
-    assert not any(o.hung for o in result.outcomes)
-    assert all(o.status == 200 and o.done and o.error is None for o in fitting), fitting
-    assert all(o.status == 429 for o in extras), extras
-    for o in extras:
-        assert o.retry_after == "1" and o.error["code"] == "overloaded" and o.error["type"] == "rate_limit_error"
-        assert o.seconds < 10
-    r = httpx.post(
-        f"{url}/v1/chat/completions", json={"model": BASE, "messages": CAPITALS, "max_tokens": 4}, timeout=120
-    )
-    assert r.status_code == 200
+    assert_overload_refused(url, GPTOSS_ONGOING, GPTOSS_QUEUED, CAPITALS)

@@ -3,7 +3,6 @@ and backpressure (429 + Retry-After while running streams complete)."""
 
 from __future__ import annotations
 
-import asyncio
 import re
 import time
 from pathlib import Path
@@ -11,7 +10,6 @@ from pathlib import Path
 import httpx
 import pytest
 
-from benchmarks.overload import burst
 from tests.support.constants import (
     ADMIN_KEY,
     API_KEY,
@@ -20,6 +18,7 @@ from tests.support.constants import (
     METRICS_PORT,
     TENANT_KEYS,
 )
+from tests.support.streams import assert_overload_refused
 
 pytestmark = pytest.mark.integration
 
@@ -167,20 +166,4 @@ def test_metrics_by_adapter_after_traffic(url, refs):
 
 
 def test_overload_is_429_with_retry_after_while_streams_complete(serve_url, gptoss_app):
-    url = f"{serve_url}/gptoss"
-    extra = 8
-    result = asyncio.run(burst(url, BASE, GPTOSS_ONGOING, GPTOSS_QUEUED, extra, tokens=256, timeout_s=240))
-    print(result.table())
-    fitting = [o for o in result.outcomes if o.kind == "fitting"]
-    extras = [o for o in result.outcomes if o.kind == "extra"]
-    assert not any(o.hung for o in result.outcomes)
-    # Every stream that fitted the bounds ran to its end.
-    assert all(o.status == 200 and o.done and o.error is None for o in fitting), fitting
-    # Beyond the bounds: refused at once, in the error shape, with Retry-After.
-    assert all(o.status == 429 for o in extras), extras
-    for o in extras:
-        assert o.retry_after == "1" and o.error["code"] == "overloaded" and o.error["type"] == "rate_limit_error"
-        assert o.seconds < 10
-    # And it keeps serving afterwards.
-    r = httpx.post(f"{url}/v1/chat/completions", json={"model": BASE, "messages": HI, "max_tokens": 4}, timeout=120)
-    assert r.status_code == 200
+    assert_overload_refused(f"{serve_url}/gptoss", GPTOSS_ONGOING, GPTOSS_QUEUED, HI)
