@@ -46,7 +46,7 @@ class LocalCall:
 
     __slots__ = ("_stream",)
 
-    def __init__(self, stream: AsyncIterator[TokenChunk]):
+    def __init__(self, stream: AsyncGenerator[TokenChunk, None]):
         self._stream = stream
 
     def __aiter__(self) -> AsyncIterator[TokenChunk]:
@@ -54,10 +54,7 @@ class LocalCall:
 
     def cancel(self) -> None:
         """Abort the request (closing its stream aborts it in the engine)."""
-        aclose = getattr(self._stream, "aclose", None)
-        if aclose is None:
-            return
-        task = asyncio.get_running_loop().create_task(aclose())
+        task = asyncio.get_running_loop().create_task(self._stream.aclose())
         # Held until done: the loop keeps only weak references to tasks.
         _closing.add(task)
         task.add_done_callback(_closing.discard)
@@ -99,7 +96,7 @@ class LocalReplica:
             self._remote_handle = self._remote()
         return self._remote_handle
 
-    async def _admitted(self, request: GenerateRequest) -> AsyncIterator[TokenChunk]:
+    async def _admitted(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk, None]:
         if self.running >= self._limit:
             raise Overloaded("The server is at capacity; retry shortly.")
         self.running += 1
