@@ -60,11 +60,6 @@ class EngineConfig(StrictModel):
         "qualify (vLLM 0.32: marlin; its fused-MoE LoRA path needs a kernel with LoRAExpertsMixin).",
     )
     seed: int = Field(0, description="Engine seed.")
-    isolate_worker_cores: bool = Field(
-        True,
-        description="CPU engines: run this replica's process and vLLM's scheduler process on the cores vLLM "
-        "reserves for them, off the cores it binds its workers' OpenMP threads to (serve_app.replica.cpu_cores).",
-    )
 
 
 class LoRAConfig(StrictModel):

@@ -27,7 +27,6 @@ from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
-from serve_app.replica.cpu_cores import CorePlacement, isolate_engine_workers
 from serve_app.replica.streaming import paced
 
 logger = logging.getLogger("ray.serve")
@@ -148,8 +147,6 @@ class LLMReplica:
 
         self._cfg = AppConfig.model_validate(config)
         self._engine = Engine(self._cfg)
-        e = self._cfg.engine
-        self._cores = isolate_engine_workers() if e.device == "cpu" and e.isolate_worker_cores else CorePlacement()
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
         self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
         self._loaded: dict[str, LoadedAdapter] = {}
@@ -329,7 +326,6 @@ class LLMReplica:
             "adapters": sorted(ref for ref, a in self._loaded.items() if a.loaded),
             "loads": dict(self.loads),
             "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],
-            "cores": self._cores.to_dict(),
         }
 
     async def check_health(self) -> None:

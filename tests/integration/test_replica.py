@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import time
 
 import pytest
@@ -92,29 +91,6 @@ def test_gptoss_architecture_served(gptoss_app, corpus):
     got = _run_all(gptoss_app, [_request(r["prompt"]) for r in recs], window=GPTOSS_ONGOING)
     wrong = [r["id"] for r, ids in zip(recs, got) if ids != r["target"]]
     assert not wrong
-
-
-def _thread_masks(pid: int) -> set[frozenset[int]]:
-    masks = set()
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        try:
-            masks.add(frozenset(os.sched_getaffinity(int(tid))))
-        except OSError:  # the thread ended meanwhile
-            pass
-    return masks
-
-
-@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="one core: none to reserve")
-def test_cpu_engine_worker_keeps_its_cores(gptoss_app):
-    """vLLM binds its CPU worker's OpenMP threads; the replica and the engine's scheduler run on the other cores."""
-    allowed = os.sched_getaffinity(0)
-    stats = gptoss_app.stats.remote().result()
-    cores = stats["cores"]
-    worker, rest = set(cores["worker_cores"]), set(cores["front_end_cores"])
-    assert worker and rest and rest == allowed - worker
-    assert stats["pid"] in cores["confined_pids"] and len(cores["confined_pids"]) == 2  # and the EngineCore
-    for pid in cores["confined_pids"]:
-        assert _thread_masks(pid) == {frozenset(rest)}
 
 
 def _wait_idle(handle, timeout_s: float = 15.0) -> dict:
