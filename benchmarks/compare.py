@@ -5,7 +5,8 @@
 
 Runs one server at a time (2 cores: they must not share the machine):
 
-1. vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``)
+1. vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``),
+   at the niceness Ray gives our processes (``ray_worker_niceness``),
    with the engine settings of the config (the same ``engine_kwargs``) and
    ``--lora-modules`` for the config's bootstrap adapters. On the gpt-oss dev
    model (the default) it runs in its gpt-oss mode, as a user would run it:
@@ -256,9 +257,37 @@ def _stop(proc: subprocess.Popen) -> None:
     psutil.wait_procs(tree, timeout=10)
 
 
-def run_target(name, cmd, env, url, want, template, adapters, args, log_path: Path) -> tuple[list, dict]:
+def ray_worker_niceness(env: dict) -> int:
+    """The niceness Ray starts actor processes at (``RAY_worker_niceness``, Ray's default 15).
+
+    Our replica, its vLLM processes and haproxy run at it under ``serve run``,
+    while the load generator runs at 0. vLLM's server is started at the same
+    niceness, so that both servers stand in the same relation to the client:
+    at 0, vLLM's processes (its EngineCore spins while it waits for the
+    worker) kept the client from reading, and whole responses waited unread
+    in its receive queue (README, Benchmarks).
+    """
+    return int(env.get("RAY_worker_niceness", 15))
+
+
+def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0) -> subprocess.Popen:
+    """A server in a session of its own (so that ``_stop`` can end its tree), at ``niceness``."""
+    return subprocess.Popen(
+        cmd,
+        cwd=REPO,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+    )
+
+
+def run_target(
+    name, cmd, env, url, want, template, adapters, args, log_path: Path, niceness: int = 0
+) -> tuple[list, dict]:
     with open(log_path, "w") as log:
-        proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+        proc = spawn_server(cmd, env, log, niceness)
         try:
             _wait_ready(url, proc, want)
             r = _first_answer(url, proc)
@@ -362,6 +391,7 @@ def main() -> None:
             adapters,
             args,
             scratch / "vllm.log",
+            niceness=ray_worker_niceness(env),
         )
     if args.only in (None, "ours"):
         port = _free_port()
