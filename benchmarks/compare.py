@@ -262,10 +262,11 @@ def ray_worker_niceness(env: dict) -> int:
 
     Our replica, its vLLM processes and haproxy run at it under ``serve run``,
     while the load generator runs at 0. vLLM's server is started at the same
-    niceness, so that both servers stand in the same relation to the client:
-    at 0, vLLM's processes (its EngineCore spins while it waits for the
-    worker) kept the client from reading, and whole responses waited unread
-    in its receive queue (README, Benchmarks).
+    niceness, so that both servers stand in the same relation to the client.
+    At 0, vLLM's processes (its EngineCore spins while it waits for the
+    worker) were one reason the client fell behind in reading, whole
+    responses waiting unread in its receive queue; not the only one
+    (README, Benchmarks).
     """
     return int(env.get("RAY_worker_niceness", 15))
 
