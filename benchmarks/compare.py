@@ -6,7 +6,8 @@
 Runs one server at a time (2 cores: they must not share the machine):
 
 1. vLLM's OpenAI server (``python -m vllm.entrypoints.openai.api_server``),
-   at the niceness Ray gives our processes (``ray_worker_niceness``),
+   at the niceness Ray gives our processes (``ray_worker_niceness``), its
+   session's scheduling group at the same niceness as ours (``set_session_niceness``),
    with the engine settings of the config (the same ``engine_kwargs``) and
    ``--lora-modules`` for the config's bootstrap adapters. On the gpt-oss dev
    model (the default) it runs in its gpt-oss mode, as a user would run it:
@@ -260,20 +261,39 @@ def _stop(proc: subprocess.Popen) -> None:
 def ray_worker_niceness(env: dict) -> int:
     """The niceness Ray starts actor processes at (``RAY_worker_niceness``, Ray's default 15).
 
-    Our replica, its vLLM processes and haproxy run at it under ``serve run``,
-    while the load generator runs at 0. vLLM's server is started at the same
-    niceness, so that both servers stand in the same relation to the client.
-    At 0, vLLM's processes (its EngineCore spins while it waits for the
-    worker) were one reason the client fell behind in reading, whole
-    responses waiting unread in its receive queue; not the only one
-    (README, Benchmarks).
+    Our replica, its vLLM processes and haproxy run at it under ``serve run``;
+    vLLM's server is started at it too. Where the kernel groups processes by
+    session for scheduling (autogroup, on by default in most distributions),
+    a process's niceness counts only against its own session: the load
+    generator and each server are sessions of their own, so it is the
+    session's niceness (``set_session_niceness``) that keeps the client,
+    which shares the two cores, ahead of either server.
     """
     return int(env.get("RAY_worker_niceness", 15))
 
 
-def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0) -> subprocess.Popen:
-    """A server in a session of its own (so that ``_stop`` can end its tree), at ``niceness``."""
-    return subprocess.Popen(
+def set_session_niceness(pid: int, niceness: int) -> bool:
+    """Give the scheduling group of ``pid``'s session (Linux autogroup) ``niceness``.
+
+    Every process of that session, present and future, shares the group.
+    Raising a niceness needs no privilege. False where the kernel has no
+    autogroup (niceness by process, as ``spawn_server`` sets it, is then what counts).
+    """
+    try:
+        with open(f"/proc/{pid}/autogroup", "w") as f:
+            f.write(str(niceness))
+        return True
+    except OSError:
+        return False
+
+
+def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_niceness: int = 0) -> subprocess.Popen:
+    """A server in a session of its own (so that ``_stop`` can end its tree).
+
+    Its first process runs at ``niceness``; its session's scheduling group at
+    ``session_niceness`` (``set_session_niceness``).
+    """
+    proc = subprocess.Popen(
         cmd,
         cwd=REPO,
         env=env,
@@ -282,13 +302,17 @@ def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0) -> subproces
         start_new_session=True,
         preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
     )
+    if session_niceness:
+        set_session_niceness(proc.pid, session_niceness)
+    return proc
 
 
 def run_target(
     name, cmd, env, url, want, template, adapters, args, log_path: Path, niceness: int = 0
 ) -> tuple[list, dict]:
     with open(log_path, "w") as log:
-        proc = spawn_server(cmd, env, log, niceness)
+        # Both servers' sessions yield to the load generator alike.
+        proc = spawn_server(cmd, env, log, niceness, session_niceness=ray_worker_niceness(env))
         try:
             _wait_ready(url, proc, want)
             r = _first_answer(url, proc)
@@ -300,7 +324,10 @@ def run_target(
 
             def measure():
                 before = cpu_roles.snapshot(proc.pid, root_role)
-                return lambda tokens: cpu_roles.Window.between(before, cpu_roles.snapshot(proc.pid, root_role), tokens)
+                waited = cpu_roles.run_queue_wait_s()  # this thread runs the load generator's event loop
+                return lambda tokens: cpu_roles.Window.between(
+                    before, cpu_roles.snapshot(proc.pid, root_role), tokens, cpu_roles.run_queue_wait_s() - waited
+                )
 
             levels = asyncio.run(
                 loadgen.sweep(
@@ -325,8 +352,10 @@ def cpu_table(levels: list) -> str:
     """CPU microseconds per output token by role, one row per server and level."""
     cols = ["ingress", "router", "replica", "data_path", "engine", "ray"]
     lines = [
-        "| target | mix | c | " + " | ".join(f"{c} us/tok" for c in cols) + " | busiest data-path process |",
-        "|" + "---|" * (len(cols) + 4),
+        "| target | mix | c | "
+        + " | ".join(f"{c} us/tok" for c in cols)
+        + " | busiest data-path process | client wait ms |",
+        "|" + "---|" * (len(cols) + 5),
     ]
     for lv in levels:
         w = lv.cpu
@@ -334,7 +363,8 @@ def cpu_table(levels: list) -> str:
         cells += [f"{w.us_per_token(c):.0f}" for c in cols[4:]]
         busy = w.busiest()
         who = f"{busy.name} {1e6 * busy.cpu_s / max(w.tokens, 1):.0f}" if busy else "-"
-        lines.append(f"| {lv.target} | {lv.mix} | {lv.concurrency} | " + " | ".join(cells) + f" | {who} |")
+        waited = f"{1000 * w.client_wait_s:.0f}"
+        lines.append(f"| {lv.target} | {lv.mix} | {lv.concurrency} | " + " | ".join(cells) + f" | {who} | {waited} |")
     return "\n".join(lines)
 
 

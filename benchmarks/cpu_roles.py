@@ -95,15 +95,21 @@ class Window:
 
     tokens: int
     procs: list[Proc] = field(default_factory=list)
+    # How long the load generator's event loop waited for a CPU while runnable
+    # (its run-queue wait, ``client_wait_s``): seconds of it in a level mean
+    # the level measured the client, not the server.
+    client_wait_s: float = 0.0
 
     @classmethod
-    def between(cls, before: dict[int, Proc], after: dict[int, Proc], tokens: int) -> Window:
+    def between(
+        cls, before: dict[int, Proc], after: dict[int, Proc], tokens: int, client_wait_s: float = 0.0
+    ) -> Window:
         procs = []
         for pid, p in after.items():
             start = before.get(pid)
             used = p.cpu_s - (start.cpu_s if start is not None and start.started == p.started else 0.0)
             procs.append(Proc(pid, p.name, p.role, max(used, 0.0), p.started))
-        return cls(tokens, procs)
+        return cls(tokens, procs, client_wait_s)
 
     def us_per_token(self, role: str) -> float:
         return 1e6 * sum(p.cpu_s for p in self.procs if p.role == role) / max(self.tokens, 1)
@@ -124,6 +130,7 @@ class Window:
             "data_path_us": round(self.data_path_us(), 1),
             "busiest": None if busy is None else busy.name,
             "busiest_us": None if busy is None else round(1e6 * busy.cpu_s / max(self.tokens, 1), 1),
+            "client_wait_ms": round(1000 * self.client_wait_s, 1),
             "processes": sorted(
                 (
                     {"pid": p.pid, "name": p.name, "role": p.role, "cpu_s": round(p.cpu_s, 3)}
@@ -144,4 +151,16 @@ def merge(windows: list[Window]) -> Window:
                 by_pid[p.pid].cpu_s += p.cpu_s
             else:
                 by_pid[p.pid] = Proc(p.pid, p.name, p.role, p.cpu_s, p.started)
-    return Window(sum(w.tokens for w in windows), list(by_pid.values()))
+    return Window(sum(w.tokens for w in windows), list(by_pid.values()), sum(w.client_wait_s for w in windows))
+
+
+def run_queue_wait_s(path: str = "/proc/thread-self/schedstat") -> float:
+    """Seconds a thread (by default the calling one) has waited, runnable, for a CPU.
+
+    The second field of the kernel's schedstat; 0.0 where it is not available.
+    """
+    try:
+        with open(path) as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0

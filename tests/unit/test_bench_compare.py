@@ -6,6 +6,7 @@ import os
 import sys
 
 import psutil
+import pytest
 
 from benchmarks.compare import ray_worker_niceness, spawn_server
 
@@ -23,6 +24,28 @@ def test_a_server_starts_at_that_niceness_in_a_session_of_its_own(tmp_path):
         assert psutil.Process(proc.pid).nice() == min(base + 5, 19)
         assert os.getsid(proc.pid) == proc.pid
         assert os.nice(0) == base  # the benchmark itself keeps its priority
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _autogroup_nice(pid: int) -> int:
+    with open(f"/proc/{pid}/autogroup") as f:  # "/autogroup-12 nice 5"
+        return int(f.read().split()[-1])
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="the kernel has no autogroup")
+def test_a_servers_session_yields_to_the_benchmark_as_a_group(tmp_path):
+    # Processes of another session are another scheduling group: their own
+    # niceness does not rank them against the load generator; the group's does.
+    mine = _autogroup_nice(os.getpid())
+    with open(tmp_path / "log", "w") as log:
+        proc = spawn_server(
+            [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), log, session_niceness=7
+        )
+    try:
+        assert _autogroup_nice(proc.pid) == 7
+        assert _autogroup_nice(os.getpid()) == mine
     finally:
         proc.kill()
         proc.wait()

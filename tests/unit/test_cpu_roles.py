@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from benchmarks.cpu_roles import Proc, Window, merge, role_of
+from benchmarks.cpu_roles import Proc, Window, merge, role_of, run_queue_wait_s
 
 
 @pytest.mark.parametrize(
@@ -63,3 +63,17 @@ def test_per_token_figures_and_the_busiest_process():
     assert w.busiest().name == "ray::ServeReplica:a:Router"  # the engine is not on the data path
     both = merge([w, w])
     assert both.tokens == 2000 and both.us_per_token("router") == pytest.approx(300)
+
+
+def test_the_clients_run_queue_wait_is_kept_and_summed():
+    w = Window.between({}, {}, tokens=10, client_wait_s=0.25)
+    assert w.summary()["client_wait_ms"] == 250.0
+    assert merge([w, w]).client_wait_s == pytest.approx(0.5)
+
+
+def test_run_queue_wait_of_this_thread(tmp_path):
+    assert run_queue_wait_s() >= 0.0
+    fake = tmp_path / "schedstat"
+    fake.write_text("123 4500000000 7\n")
+    assert run_queue_wait_s(str(fake)) == pytest.approx(4.5)
+    assert run_queue_wait_s(str(tmp_path / "missing")) == 0.0
