@@ -302,8 +302,8 @@ def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_nice
         start_new_session=True,
         preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
     )
-    if session_niceness:
-        set_session_niceness(proc.pid, session_niceness)
+    if session_niceness and not set_session_niceness(proc.pid, session_niceness):
+        print(f"(no session scheduling group for pid {proc.pid}: niceness by process only)", file=sys.stderr)
     return proc
 
 
