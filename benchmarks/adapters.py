@@ -143,7 +143,7 @@ async def main_async(args) -> dict:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
     port = _free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     src = resolve("devmodel:adapters")
     results: dict = {}

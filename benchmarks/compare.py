@@ -272,19 +272,43 @@ def ray_worker_niceness(env: dict) -> int:
     return int(env.get("RAY_worker_niceness", 15))
 
 
+def session_group_niceness(pid: int) -> int | None:
+    """The niceness of ``pid``'s autogroup, or None where it is in none.
+
+    ``/proc/<pid>/autogroup`` reads ``/autogroup-12 nice 5``; it reads empty
+    where the kernel schedules the process by a cgroup's group instead (autogroup
+    off, or a container's CPU controller), and is missing without autogroup.
+    """
+    try:
+        with open(f"/proc/{pid}/autogroup") as f:
+            return parse_autogroup(f.read())
+    except OSError:
+        return None
+
+
+def parse_autogroup(text: str) -> int | None:
+    """The niceness in a ``/proc/<pid>/autogroup`` text; None for an empty one."""
+    fields = text.split()
+    if len(fields) == 3 and fields[0].startswith("/autogroup-") and fields[1] == "nice":
+        return int(fields[2])
+    return None
+
+
 def set_session_niceness(pid: int, niceness: int) -> bool:
     """Give the scheduling group of ``pid``'s session (Linux autogroup) ``niceness``.
 
     Every process of that session, present and future, shares the group.
-    Raising a niceness needs no privilege. False where the kernel has no
+    Raising a niceness needs no privilege. False where the process is in no
     autogroup (niceness by process, as ``spawn_server`` sets it, is then what counts).
     """
+    if session_group_niceness(pid) is None:
+        return False
     try:
         with open(f"/proc/{pid}/autogroup", "w") as f:
             f.write(str(niceness))
-        return True
     except OSError:
         return False
+    return session_group_niceness(pid) == niceness
 
 
 def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_niceness: int = 0) -> subprocess.Popen:

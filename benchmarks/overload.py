@@ -177,7 +177,7 @@ def main() -> None:
     app_args["replica"].update(max_ongoing_requests=args.ongoing, max_queued_requests=args.queued)
     app_args["replica"]["autoscaling"]["target_ongoing_requests"] = args.ongoing
     port = _free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     try:
         serve.start(http_options={"host": "127.0.0.1", "port": port})
         serve.run(build_app(app_args), name="overload", route_prefix="/")

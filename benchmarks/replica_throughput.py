@@ -61,7 +61,7 @@ async def main_async(args) -> list[dict]:
     corpus = json.loads((default_dir() / "corpus.json").read_text())
     prompt = next(r for r in corpus if r["id"] == "count" and r["adapter"] is None)["prompt"]
     cfg = yaml.safe_load((REPO / "configs" / "dev-cpu.yaml").read_text())["applications"][0]["args"]
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": 0})
     serve.run(build_app(cfg), name="bench", route_prefix="/bench")
     handle = serve.get_deployment_handle("LLMReplica", app_name="bench")

@@ -145,7 +145,7 @@ async def main_async(args) -> list[dict]:
         ChatCompletionRequest.model_validate({"model": "gpt-oss-20b", "messages": MESSAGES})
     ).prompt_token_ids
     port = _free_port()
-    ray.init(num_cpus=4, include_dashboard=False, log_to_driver=False)
+    ray.init(address="local", num_cpus=4, include_dashboard=False, log_to_driver=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app(cfg), name="bench", route_prefix="/bench")
     handle = serve.get_deployment_handle("LLMReplica", app_name="bench")

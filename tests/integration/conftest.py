@@ -101,8 +101,11 @@ def serve_session(devmodel_dir):
     # Metrics are exported every second (Ray's default: 10 s) on a port of our own.
     # Logical CPUs: one per engine bundle of the apps (dev, gptoss and direct one
     # each, tp2 two), the light deployments take none; with fewer, the last app's
-    # replica waits for a CPU forever and the deploy with it.
+    # replica waits for a CPU forever and the deploy with it. "local": a Ray of
+    # its own even where another runs on the machine (a `ray start` left behind
+    # is otherwise joined, and its CPUs and Serve are not the suite's).
     ray.init(
+        address="local",
         num_cpus=5,
         include_dashboard=False,
         log_to_driver=False,

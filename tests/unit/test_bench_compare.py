@@ -8,7 +8,13 @@ import sys
 import psutil
 import pytest
 
-from benchmarks.compare import ray_worker_niceness, spawn_server
+from benchmarks.compare import (
+    parse_autogroup,
+    ray_worker_niceness,
+    session_group_niceness,
+    set_session_niceness,
+    spawn_server,
+)
 
 
 def test_vllm_runs_at_the_niceness_ray_gives_our_processes():
@@ -29,23 +35,28 @@ def test_a_server_starts_at_that_niceness_in_a_session_of_its_own(tmp_path):
         proc.wait()
 
 
-def _autogroup_nice(pid: int) -> int:
-    with open(f"/proc/{pid}/autogroup") as f:  # "/autogroup-12 nice 5"
-        return int(f.read().split()[-1])
+def test_a_process_in_no_autogroup_is_told_apart():
+    # In a container whose CPU controller groups its processes, the file reads empty.
+    assert parse_autogroup("/autogroup-12 nice 5\n") == 5
+    assert parse_autogroup("") is None
+    assert session_group_niceness(2**22 + 12345) is None
+    assert set_session_niceness(2**22 + 12345, 7) is False
 
 
-@pytest.mark.skipif(not os.path.exists("/proc/self/autogroup"), reason="the kernel has no autogroup")
+@pytest.mark.skipif(
+    session_group_niceness(os.getpid()) is None, reason="scheduled by a cgroup's group, not an autogroup"
+)
 def test_a_servers_session_yields_to_the_benchmark_as_a_group(tmp_path):
     # Processes of another session are another scheduling group: their own
     # niceness does not rank them against the load generator; the group's does.
-    mine = _autogroup_nice(os.getpid())
+    mine = session_group_niceness(os.getpid())
     with open(tmp_path / "log", "w") as log:
         proc = spawn_server(
             [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), log, session_niceness=7
         )
     try:
-        assert _autogroup_nice(proc.pid) == 7
-        assert _autogroup_nice(os.getpid()) == mine
+        assert session_group_niceness(proc.pid) == 7
+        assert session_group_niceness(os.getpid()) == mine
     finally:
         proc.kill()
         proc.wait()
