@@ -301,9 +301,7 @@ def set_session_niceness(pid: int, niceness: int) -> bool:
     Raising a niceness needs no privilege. False where the process is in no
     autogroup (niceness by process, as ``spawn_server`` sets it, is then what counts).
     """
-    if session_group_niceness(pid) is None:
-        return False
-    try:
+    try:  # in no autogroup the write may succeed and change nothing: read it back
         with open(f"/proc/{pid}/autogroup", "w") as f:
             f.write(str(niceness))
     except OSError:
