@@ -58,8 +58,12 @@ lock:
 devmodel: install
 	$(PY) -m serve_app.devmodel build
 
+# serve run, through serve_app.launch: it starts the local Ray without its
+# dashboard, which serve run cannot (a few hundredths of a core on this box,
+# README: Benchmarks). DASHBOARD=1 keeps it, for serve status and the web UI.
+DASHBOARD ?= 0
 serve: devmodel
-	$(SERVE_ENV) $(VENV)/bin/serve run $(CONFIG)
+	$(SERVE_ENV) $(PY) -m serve_app.launch $(CONFIG) $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 # This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
 # dev model, one after the other (about 10 minutes on 2 cores); the last lines
@@ -68,7 +72,7 @@ serve: devmodel
 BENCH_OUT ?= bench-results
 bench: devmodel
 	mkdir -p $(BENCH_OUT)
-	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(BENCH_ARGS)
+	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(if $(filter 1,$(DASHBOARD)),--dashboard) $(BENCH_ARGS)
 	$(PY) benchmarks/plots.py $(BENCH_OUT)/bench.json $(BENCH_OUT)
 
 test: devmodel

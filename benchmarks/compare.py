@@ -1,7 +1,7 @@
 """`make bench`: this project vs. vLLM's own OpenAI server, same machine, same dev model.
 
     .venv/bin/python benchmarks/compare.py [--config configs/dev-cpu-gptoss.yaml] [--concurrency 1 8 32]
-        [--output-tokens 64] [--only vllm|ours] [--ours-env KEY=VALUE ...] [--json out.json]
+        [--output-tokens 64] [--only vllm|ours] [--ours-env KEY=VALUE ...] [--dashboard] [--json out.json]
 
 Runs one server at a time (2 cores: they must not share the machine):
 
@@ -15,9 +15,11 @@ Runs one server at a time (2 cores: they must not share the machine):
    ``openai_gptoss`` reasoning parsers. On the Llama-family dev model, which
    has no chat template, it gets one that yields exactly the Harmony prompt
    this project renders for the benchmark's messages.
-2. This project: ``serve run`` of the config (on a free port, with a scratch
-   adapter store), which registers the same adapters; ``--ours-env`` adds
-   environment variables (Ray Serve's settings, to measure one at a time).
+2. This project as ``make serve`` runs it: ``serve run`` of the config
+   through ``serve_app.launch`` (Ray without its dashboard; ``--dashboard``
+   keeps it), on a free port, with a scratch adapter store, which registers
+   the same adapters; ``--ours-env`` adds environment variables (Ray Serve's
+   settings, to measure one at a time).
 
 CPU per output token, by role (``benchmarks/cpu_roles.py``): each process of
 the server's tree, CPU time over each level's measured requests divided by
@@ -404,6 +406,7 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra environment for serve run (Ray Serve settings)",
     )
+    p.add_argument("--dashboard", action="store_true", help="ours with Ray's dashboard (make serve DASHBOARD=1)")
     p.add_argument("--json")
     args = p.parse_args()
     # Run from a script's background job, SIGINT arrives ignored and the
@@ -456,10 +459,10 @@ def main() -> None:
         (scratch / "serve.yaml").write_text(yaml.safe_dump(doc))
         ours_env = {**env, **dict(kv.split("=", 1) for kv in args.ours_env)}
         print(f"this project (serve run) on :{port} {' '.join(args.ours_env)}", file=sys.stderr)
-        serve = str(Path(sys.executable).parent / "serve")
+        launch = [sys.executable, "-m", "serve_app.launch", str(scratch / "serve.yaml")]
         results["ours"] = run_target(
             "ours",
-            [serve, "run", str(scratch / "serve.yaml")],
+            launch + (["--dashboard"] if args.dashboard else []),
             ours_env,
             f"http://127.0.0.1:{port}",
             {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in adapters)},
