@@ -66,7 +66,7 @@ serve: devmodel
 	$(SERVE_ENV) $(PY) -m serve_app.launch $(CONFIG) $(if $(filter 1,$(DASHBOARD)),--dashboard)
 
 # This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
-# dev model, one after the other (about 10 minutes on 2 cores); the last lines
+# dev model, one after the other (4-20 minutes on 2 cores); the last lines
 # are the ours/vLLM ratios and CPU per token.
 # Results (JSON, throughput.png, ttft.png) go to $(BENCH_OUT).
 BENCH_OUT ?= bench-results
