@@ -61,9 +61,14 @@ devmodel: install
 # serve run, through serve_app.launch: it starts the local Ray without its
 # dashboard, which serve run cannot (a few hundredths of a core on this box,
 # README: Benchmarks). DASHBOARD=1 keeps it, for serve status and the web UI.
+# On CPU it gives vLLM's worker cores of its own and puts every other process
+# on the CPU vLLM reserves (serve_app.cpu_placement); CPU_PLACEMENT=0 leaves
+# placement to the OS (make bench then does so for both servers).
 DASHBOARD ?= 0
+CPU_PLACEMENT ?= 1
+LAUNCH_FLAGS = $(if $(filter 1,$(DASHBOARD)),--dashboard) $(if $(filter 0,$(CPU_PLACEMENT)),--no-cpu-placement)
 serve: devmodel
-	$(SERVE_ENV) $(PY) -m serve_app.launch $(CONFIG) $(if $(filter 1,$(DASHBOARD)),--dashboard)
+	$(SERVE_ENV) $(PY) -m serve_app.launch $(CONFIG) $(LAUNCH_FLAGS)
 
 # This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
 # dev model, one after the other (4-20 minutes on 2 cores); the last lines
@@ -72,7 +77,7 @@ serve: devmodel
 BENCH_OUT ?= bench-results
 bench: devmodel
 	mkdir -p $(BENCH_OUT)
-	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(if $(filter 1,$(DASHBOARD)),--dashboard) $(BENCH_ARGS)
+	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(LAUNCH_FLAGS) $(BENCH_ARGS)
 	$(PY) benchmarks/plots.py $(BENCH_OUT)/bench.json $(BENCH_OUT)
 
 test: devmodel

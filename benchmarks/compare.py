@@ -311,12 +311,23 @@ def set_session_niceness(pid: int, niceness: int) -> bool:
     return session_group_niceness(pid) == niceness
 
 
-def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_niceness: int = 0) -> subprocess.Popen:
+def spawn_server(
+    cmd: list[str], env: dict, log, niceness: int = 0, session_niceness: int = 0, cpus: frozenset[int] | None = None
+) -> subprocess.Popen:
     """A server in a session of its own (so that ``_stop`` can end its tree).
 
-    Its first process runs at ``niceness``; its session's scheduling group at
-    ``session_niceness`` (``set_session_niceness``).
+    Its first process runs at ``niceness`` and, given ``cpus``, on those CPUs
+    only (its children inherit the mask; vLLM's CPU worker binds itself
+    where ``VLLM_CPU_OMP_THREADS_BIND`` says); its session's scheduling group
+    at ``session_niceness`` (``set_session_niceness``).
     """
+
+    def setup() -> None:
+        if niceness:
+            os.nice(niceness)
+        if cpus:
+            os.sched_setaffinity(0, cpus)
+
     proc = subprocess.Popen(
         cmd,
         cwd=REPO,
@@ -324,7 +335,7 @@ def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_nice
         stdout=log,
         stderr=subprocess.STDOUT,
         start_new_session=True,
-        preexec_fn=(lambda: os.nice(niceness)) if niceness else None,
+        preexec_fn=setup if niceness or cpus else None,
     )
     if session_niceness and not set_session_niceness(proc.pid, session_niceness):
         print(f"(no session scheduling group for pid {proc.pid}: niceness by process only)", file=sys.stderr)
@@ -332,11 +343,21 @@ def spawn_server(cmd: list[str], env: dict, log, niceness: int = 0, session_nice
 
 
 def run_target(
-    name, cmd, env, url, want, template, adapters, args, log_path: Path, niceness: int = 0
+    name,
+    cmd,
+    env,
+    url,
+    want,
+    template,
+    adapters,
+    args,
+    log_path: Path,
+    niceness: int = 0,
+    cpus: frozenset[int] | None = None,
 ) -> tuple[list, dict]:
     with open(log_path, "w") as log:
         # Both servers' sessions yield to the load generator alike.
-        proc = spawn_server(cmd, env, log, niceness, session_niceness=ray_worker_niceness(env))
+        proc = spawn_server(cmd, env, log, niceness, session_niceness=ray_worker_niceness(env), cpus=cpus)
         try:
             _wait_ready(url, proc, want)
             r = _first_answer(url, proc)
@@ -407,12 +428,18 @@ def main() -> None:
         help="extra environment for serve run (Ray Serve settings)",
     )
     p.add_argument("--dashboard", action="store_true", help="ours with Ray's dashboard (make serve DASHBOARD=1)")
+    p.add_argument(
+        "--no-cpu-placement",
+        action="store_true",
+        help="both servers: every process's CPUs left to the OS (make serve CPU_PLACEMENT=0)",
+    )
     p.add_argument("--json")
     args = p.parse_args()
     # Run from a script's background job, SIGINT arrives ignored and the
     # servers would inherit that: give them (and us) the default handling back.
     signal.signal(signal.SIGINT, signal.default_int_handler)
 
+    from serve_app import cpu_placement
     from serve_app.config import AppConfig
 
     config = args.config if args.config.is_absolute() else REPO / args.config
@@ -428,6 +455,15 @@ def main() -> None:
     env.pop("SERVE_APP_API_KEYS_FILE", None)
     scratch = Path(tempfile.mkdtemp(prefix="serve-app-bench-"))
     results: dict[str, tuple[list, dict]] = {}
+    # vLLM's server gets the CPU placement make serve gives ours (serve_app.launch
+    # places ours itself): like with like, as a vLLM user on CPU would place
+    # it (its worker's binding variable, taskset for the rest).
+    placement = None if args.no_cpu_placement else cpu_placement.for_serve_config(config, env, os.sched_getaffinity(0))
+    if isinstance(placement, cpu_placement.CpuPlacement):
+        print(f"CPU placement, both servers: {placement.describe()}", file=sys.stderr)
+    else:
+        print(f"CPU placement: none ({placement.reason if placement else '--no-cpu-placement'})", file=sys.stderr)
+        placement = None
 
     if args.only in (None, "vllm"):
         template_path = None
@@ -440,7 +476,7 @@ def main() -> None:
         results["vllm"] = run_target(
             "vllm",
             vllm_command(cfg, port, template_path),
-            env,
+            {**env, cpu_placement.BIND_ENV: placement.engine_bind} if placement else env,
             f"http://127.0.0.1:{port}",
             {"gpt-oss-20b", *adapters},
             "{adapter}",
@@ -448,6 +484,7 @@ def main() -> None:
             args,
             scratch / "vllm.log",
             niceness=ray_worker_niceness(env),
+            cpus=placement.frontend if placement else None,
         )
     if args.only in (None, "ours"):
         port = _free_port()
@@ -460,9 +497,11 @@ def main() -> None:
         ours_env = {**env, **dict(kv.split("=", 1) for kv in args.ours_env)}
         print(f"this project (serve run) on :{port} {' '.join(args.ours_env)}", file=sys.stderr)
         launch = [sys.executable, "-m", "serve_app.launch", str(scratch / "serve.yaml")]
+        launch += ["--dashboard"] if args.dashboard else []
+        launch += ["--no-cpu-placement"] if args.no_cpu_placement else []
         results["ours"] = run_target(
             "ours",
-            launch + (["--dashboard"] if args.dashboard else []),
+            launch,
             ours_env,
             f"http://127.0.0.1:{port}",
             {"gpt-oss-20b", *(f"gpt-oss-20b:{a}" for a in adapters)},
@@ -487,6 +526,7 @@ def main() -> None:
                     "memory": {k: v[1] for k, v in results.items()},
                     "cpu": {k: w.summary() for k, w in merged.items()},
                     "ours_env": args.ours_env,
+                    "cpu_placement": placement.describe() if placement else None,
                 },
                 indent=1,
             )

@@ -13,6 +13,11 @@ UI, which talk to the dashboard's REST API, do not answer: ``--dashboard``
 (``make serve DASHBOARD=1``) keeps it. Clusters (``ray up``, KubeRay) start
 Ray themselves and keep ``serve run`` / ``serve deploy`` as they are.
 
+On a one-machine CPU deployment it also places the processes: vLLM's CPU
+worker alone on its cores, everything else on the CPU vLLM reserves for
+them (``serve_app.cpu_placement``); ``--no-cpu-placement``
+(``make serve CPU_PLACEMENT=0``) leaves placement to the OS.
+
 Ctrl-C goes to ``serve run``'s own handler (Serve shut down), then this
 process's exit ends the local Ray it started, as ``serve run`` alone does.
 """
@@ -20,14 +25,31 @@ process's exit ends the local Ray it started, as ``serve run`` alone does.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
+
+from serve_app import cpu_placement
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m serve_app.launch", description=__doc__.splitlines()[0])
     parser.add_argument("config", help="a Serve config file (configs/*.yaml)")
     parser.add_argument("--dashboard", action="store_true", help="start Ray's dashboard too (serve status, the web UI)")
+    parser.add_argument(
+        "--no-cpu-placement",
+        action="store_true",
+        help="leave every process's CPUs to the OS (by default, on CPU, vLLM's worker gets cores of its own)",
+    )
     args = parser.parse_args(argv)
+
+    if not args.no_cpu_placement:
+        # Before Ray starts: its processes, and the engine's, inherit the mask and the environment.
+        placement = cpu_placement.for_serve_config(args.config, os.environ, os.sched_getaffinity(0))
+        if isinstance(placement, cpu_placement.CpuPlacement):
+            cpu_placement.apply(placement)
+            print(f"serve_app.launch: {placement.describe()}", file=sys.stderr)
+        else:
+            print(f"serve_app.launch: no CPU placement ({placement.reason})", file=sys.stderr)
 
     import ray
     from ray.serve._private.constants import SERVE_NAMESPACE

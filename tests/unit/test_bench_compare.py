@@ -60,3 +60,19 @@ def test_a_servers_session_yields_to_the_benchmark_as_a_group(tmp_path):
     finally:
         proc.kill()
         proc.wait()
+
+
+def test_a_server_given_cpus_starts_on_them_only(tmp_path):
+    # vLLM's server gets the placement make serve gives ours: its processes on the reserved CPU.
+    mine = os.sched_getaffinity(0)
+    last = max(mine)
+    with open(tmp_path / "log", "w") as log:
+        proc = spawn_server(
+            [sys.executable, "-c", "import time; time.sleep(30)"], dict(os.environ), log, cpus=frozenset({last})
+        )
+    try:
+        assert psutil.Process(proc.pid).cpu_affinity() == [last]
+        assert os.sched_getaffinity(0) == mine  # the benchmark itself (the load generator) is not placed
+    finally:
+        proc.kill()
+        proc.wait()
