@@ -458,12 +458,13 @@ def main() -> None:
     # vLLM's server gets the CPU placement make serve gives ours (serve_app.launch
     # places ours itself): like with like, as a vLLM user on CPU would place
     # it (its worker's binding variable, taskset for the rest).
-    placement = None if args.no_cpu_placement else cpu_placement.for_serve_config(config, env, os.sched_getaffinity(0))
-    if isinstance(placement, cpu_placement.CpuPlacement):
-        print(f"CPU placement, both servers: {placement.describe()}", file=sys.stderr)
-    else:
-        print(f"CPU placement: none ({placement.reason if placement else '--no-cpu-placement'})", file=sys.stderr)
-        placement = None
+    planned = (
+        cpu_placement.Skipped("--no-cpu-placement")
+        if args.no_cpu_placement
+        else cpu_placement.for_serve_config(config, env, os.sched_getaffinity(0))
+    )
+    placement = planned if isinstance(planned, cpu_placement.CpuPlacement) else None
+    print(f"both servers: {planned.describe()}", file=sys.stderr)
 
     if args.only in (None, "vllm"):
         template_path = None

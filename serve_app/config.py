@@ -357,11 +357,15 @@ class AppConfig(StrictModel):
         return [{"CPU": self.replica.num_cpus} for _ in range(tp)]
 
 
+def serve_config_applications(path: str | Path) -> list[dict[str, Any]]:
+    """The ``applications`` of a Serve config YAML, as written (name, import_path, args, ...)."""
+    doc: Any = yaml.safe_load(Path(path).read_text()) or {}
+    return list(doc.get("applications") or [])
+
+
 def load_config_file(path: str | Path, app_name: str | None = None) -> AppConfig:
     """Read the app ``args`` from a Serve config YAML (``applications[].args``)."""
-    doc: Any = yaml.safe_load(Path(path).read_text())
-    apps = doc.get("applications", [])
-    for app in apps:
+    for app in serve_config_applications(path):
         if app_name is None or app.get("name") == app_name:
             return AppConfig.model_validate(app.get("args") or {})
     raise ValueError(f"{path}: no application {app_name or ''} with args")

@@ -25,11 +25,10 @@ import os
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, serve_config_applications
 
 BIND_ENV = "VLLM_CPU_OMP_THREADS_BIND"
 RESERVED_ENV = "VLLM_CPU_NUM_OF_RESERVED_CPU"
@@ -53,6 +52,9 @@ class CpuPlacement:
 class Skipped:
     reason: str
 
+    def describe(self) -> str:
+        return f"no CPU placement ({self.reason})"
+
 
 def plan(apps: Iterable[AppConfig], env: Mapping[str, str], allowed: Iterable[int]) -> CpuPlacement | Skipped:
     """The placement for these applications on these CPUs, or why there is none."""
@@ -67,22 +69,30 @@ def plan(apps: Iterable[AppConfig], env: Mapping[str, str], allowed: Iterable[in
     if BIND_ENV in env or BIND_ENV in app.replica.env_vars:
         return Skipped(f"{BIND_ENV} is set: the binding is the user's")
     reserved = int(env.get(RESERVED_ENV) or app.replica.env_vars.get(RESERVED_ENV) or 1)
+    if reserved < 1:
+        return Skipped(f"{RESERVED_ENV}={reserved}: no CPU left for the other processes")
     cpus = sorted(set(allowed))
-    if reserved < 1 or len(cpus) <= reserved:
+    if len(cpus) <= reserved:
         return Skipped(f"{len(cpus)} CPU(s) leave none for the worker beside {reserved} reserved")
     # vLLM's automatic binding reserves the last CPUs too.
     return CpuPlacement(frontend=frozenset(cpus[-reserved:]), engine=tuple(cpus[:-reserved]))
 
 
 def for_serve_config(path: str | Path, env: Mapping[str, str], allowed: Iterable[int]) -> CpuPlacement | Skipped:
-    """``plan`` for the applications of a Serve config file (``serve run``'s argument)."""
-    doc: Any = yaml.safe_load(Path(path).read_text()) or {}
-    apps = []
-    for app in doc.get("applications") or []:
-        if not str(app.get("import_path", "")).startswith("serve_app."):
-            return Skipped(f"application {app.get('name')!r} is not this project's")
-        apps.append(AppConfig.model_validate(app.get("args") or {}))
-    return plan(apps, env, allowed)
+    """``plan`` for the applications of a Serve config file (``serve run``'s argument).
+
+    A file that cannot be read or validated gets no placement, not an error:
+    ``serve run`` reports what is wrong with it in its own words.
+    """
+    try:
+        apps = []
+        for app in serve_config_applications(path):
+            if not str(app.get("import_path", "")).startswith("serve_app."):
+                return Skipped(f"application {app.get('name')!r} is not this project's")
+            apps.append(AppConfig.model_validate(app.get("args") or {}))
+        return plan(apps, env, allowed)
+    except (OSError, ValueError, yaml.YAMLError) as e:  # pydantic's ValidationError is a ValueError
+        return Skipped(f"the config was not read: {type(e).__name__}")
 
 
 def apply(placement: CpuPlacement) -> None:

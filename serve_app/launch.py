@@ -47,9 +47,7 @@ def main(argv: list[str] | None = None) -> None:
         placement = cpu_placement.for_serve_config(args.config, os.environ, os.sched_getaffinity(0))
         if isinstance(placement, cpu_placement.CpuPlacement):
             cpu_placement.apply(placement)
-            print(f"serve_app.launch: {placement.describe()}", file=sys.stderr)
-        else:
-            print(f"serve_app.launch: no CPU placement ({placement.reason})", file=sys.stderr)
+        print(f"serve_app.launch: {placement.describe()}", file=sys.stderr)
 
     import ray
     from ray.serve._private.constants import SERVE_NAMESPACE

@@ -96,3 +96,19 @@ def test_apply_places_this_process_and_tells_the_worker_where_to_go(monkeypatch)
     cpu_placement.apply(cpu_placement.CpuPlacement(frontend=frozenset({1}), engine=(0,)))
     assert seen == {"pid": 0, "cpus": {1}}
     assert os.environ[cpu_placement.BIND_ENV] == "0"
+
+
+@pytest.mark.parametrize(
+    "text", ["applications: [", "applications:\n  - import_path: serve_app.app:build_app\n    args: {model: 3}\n"]
+)
+def test_a_config_serve_run_will_refuse_gets_no_placement_rather_than_an_error(tmp_path, text):
+    # serve run reports the config's problem itself; the launcher must not crash before it.
+    bad = tmp_path / "serve.yaml"
+    bad.write_text(text)
+    assert isinstance(cpu_placement.for_serve_config(bad, {}, {0, 1}), cpu_placement.Skipped)
+    assert isinstance(cpu_placement.for_serve_config(tmp_path / "missing.yaml", {}, {0, 1}), cpu_placement.Skipped)
+
+
+def test_no_cpus_reserved_is_refused_with_its_own_reason():
+    skipped = cpu_placement.plan([app()], {cpu_placement.RESERVED_ENV: "0"}, {0, 1})
+    assert isinstance(skipped, cpu_placement.Skipped) and cpu_placement.RESERVED_ENV in skipped.reason
