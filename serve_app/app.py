@@ -17,6 +17,7 @@ from serve_app.adapters.manager import AdapterManager
 from serve_app.config import AppConfig, AutoscalingConfig
 from serve_app.endpoints.responses.store import ResponseStore
 from serve_app.replica.deployment import LLMReplica
+from serve_app.replica.routing import ROUTER_CLASS
 from serve_app.router.ingress import Router
 from serve_app.server.deployment import DEPLOYMENT_NAME, LLMServer
 
@@ -59,6 +60,12 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": r.graceful_shutdown_timeout_s,
         "health_check_period_s": r.health_check_period_s,
         "health_check_timeout_s": r.health_check_timeout_s,
+        # Power of two choices among replicas whose engine is alive (serve_app.replica.routing).
+        "request_router_config": {
+            "request_router_class": ROUTER_CLASS,
+            "request_routing_stats_period_s": r.routing_stats_period_s,
+            "request_routing_stats_timeout_s": max(r.routing_stats_period_s, 5.0),
+        },
         # The actor itself takes its CPUs from the first bundle; the engine's
         # workers (one per tensor-parallel rank) take the bundles' GPUs.
         "ray_actor_options": {"num_cpus": r.num_cpus, "runtime_env": {"env_vars": env}}

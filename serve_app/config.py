@@ -167,6 +167,21 @@ class ReplicaConfig(StrictModel):
     health_check_timeout_s: float = Field(
         30.0, gt=0, description="A health check slower than this marks the replica unhealthy (it is replaced)."
     )
+    engine_restarts: int = Field(
+        3,
+        ge=0,
+        description="Times a replica starts a new engine in its own process after its engine died (a CUDA "
+        "error, the OOM killer); past them, or when a restart fails, Serve replaces the replica.",
+    )
+    engine_restart_timeout_s: float = Field(
+        600.0, gt=0, description="A new engine not serving within this long counts as a failed restart."
+    )
+    routing_stats_period_s: float = Field(
+        1.0,
+        gt=0,
+        description="How often Serve asks each replica whether its engine is alive; routers stop sending "
+        "requests to a replica whose engine died within about this long (serve_app.routing).",
+    )
     max_queued_requests: int = Field(
         128,
         ge=0,
@@ -177,6 +192,14 @@ class ReplicaConfig(StrictModel):
         300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
     )
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
+
+    @model_validator(mode="after")
+    def _check(self) -> ReplicaConfig:
+        # The health check waits up to one period for the engine to die (so that
+        # Serve hears of a death at once); it must come back before its timeout.
+        if self.health_check_period_s >= self.health_check_timeout_s:
+            raise ValueError("replica.health_check_period_s must be < replica.health_check_timeout_s")
+        return self
 
 
 class SamplingDefaults(StrictModel):
@@ -210,7 +233,16 @@ class RouterConfig(StrictModel):
         "reports no running replica (one died, its replacement is starting); busy replicas keep it.",
     )
     unavailable_retry_after_s: int = Field(
-        5, ge=0, description="Retry-After (seconds) sent with that 503 (a replacement engine takes 30-70 s on CPU)."
+        5,
+        ge=0,
+        description="Retry-After (seconds) sent with every 503 of ours: no replica running, an engine that died, "
+        "a replica that stopped (a replacement engine takes 30-70 s on CPU).",
+    )
+    engine_retries: int = Field(
+        3,
+        ge=0,
+        description="Times a request is sent again, to another replica, when the replica it went to had lost "
+        "its engine before the request started there (only while another replica is running).",
     )
     graceful_shutdown_timeout_s: float = Field(
         300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."

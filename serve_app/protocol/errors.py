@@ -86,12 +86,6 @@ class InvalidAdapter(ServeAppError):
     code = "invalid_adapter"
 
 
-class EngineUnavailable(ServeAppError):
-    status = 503
-    type = "service_unavailable"
-    code = "engine_unavailable"
-
-
 class RetryAfter:
     """An error that tells the client when to come back (``Retry-After``, seconds)."""
 
@@ -101,7 +95,28 @@ class RetryAfter:
         return {"Retry-After": str(self.retry_after_s)}
 
 
-class ReplicasUnavailable(RetryAfter, EngineUnavailable):
+class EngineUnavailable(RetryAfter, ServeAppError):
+    """Every 503 of ours: the service cannot take this request now; ``Retry-After`` says when to retry.
+
+    The router sets ``retry_after_s`` from ``router.unavailable_retry_after_s``
+    when it answers one (the typed error crossed a Ray handle without it).
+    """
+
+    status = 503
+    type = "service_unavailable"
+    code = "engine_unavailable"
+    retry_after_s = 5
+    # Nothing of the request reached an engine: the router may run it on another replica.
+    retry_elsewhere = False
+
+
+class EngineDead(EngineUnavailable):
+    """This replica's engine is gone (its process died); the request never started on it."""
+
+    retry_elsewhere = True
+
+
+class ReplicasUnavailable(EngineUnavailable):
     """No replica of the engine is running (one is being replaced): retry after a few seconds."""
 
     code = "no_replica_available"
@@ -109,7 +124,7 @@ class ReplicasUnavailable(RetryAfter, EngineUnavailable):
     retry_after_s = 5
 
 
-class ManagerUnavailable(RetryAfter, EngineUnavailable):
+class ManagerUnavailable(EngineUnavailable):
     """The adapter manager died or is restarting under an admin call: retry shortly."""
 
     code = "adapter_manager_unavailable"

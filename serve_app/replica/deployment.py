@@ -25,8 +25,9 @@ from serve_app.config import AppConfig
 from serve_app.heap import freeze_startup_heap
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
-from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
+from serve_app.protocol.errors import EngineDead, EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
+from serve_app.replica.health import EngineHealth
 from serve_app.replica.streaming import paced
 
 logger = logging.getLogger("ray.serve")
@@ -146,7 +147,10 @@ class LLMReplica:
         from serve_app.replica.engine import Engine
 
         self._cfg = AppConfig.model_validate(config)
+        self._new_engine = Engine
         self._engine = Engine(self._cfg)
+        self._health = EngineHealth(lambda: self._engine.errored, self._on_engine_death)
+        self._restart: asyncio.Task | None = None
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
         self._shapes = BaseShapes.from_model_dir(self._cfg.model.resolved_path())
         self._loaded: dict[str, LoadedAdapter] = {}
@@ -182,22 +186,33 @@ class LLMReplica:
 
     async def chunks(self, request: GenerateRequest) -> AsyncGenerator[TokenChunk, None]:
         """The token chunks of one request, in this process; closing the iterator aborts it in the engine."""
+        self._health.watch()
+        if self._health.dead:
+            raise EngineDead("The engine of this replica died; retry the request.")
         adapter = lora = None
-        if request.adapter:
-            if not self._cfg.lora.enabled:
-                raise ModelNotFound("this deployment serves no adapters", param="model")
-            adapter = await self._get_adapter(request.adapter)
-            lora = await adapter.acquire()
         try:
+            if request.adapter:
+                if not self._cfg.lora.enabled:
+                    raise ModelNotFound("this deployment serves no adapters", param="model")
+                adapter = await self._get_adapter(request.adapter)
+                lora = await adapter.acquire()
             stream = paced(self._engine.generate(request, lora), self._interval_s)
             try:
                 async for chunk in stream:
                     yield chunk
             finally:
                 await stream.aclose()
+        except EngineDead:
+            self._health.mark_dead("a request met it")
+            raise
         finally:
             if adapter is not None:
                 adapter.done()
+
+    @property
+    def engine_dead(self) -> bool:
+        """Whether this replica's engine has died (its requests belong on another replica)."""
+        return self._health.dead
 
     def holds(self, ref: str) -> bool:
         """Whether this replica has adapter ``ref`` (checked, cached, not evicted): its requests belong here."""
@@ -322,20 +337,78 @@ class LLMReplica:
         """Engine-side state, for tests and operators."""
         return {
             "pid": os.getpid(),
-            "unfinished_requests": self._engine.num_unfinished_requests(),
+            "engine": self._health.state,
+            "engine_deaths": self._health.deaths,
+            "unfinished_requests": 0 if self._health.dead else self._engine.num_unfinished_requests(),
             "adapters": sorted(ref for ref, a in self._loaded.items() if a.loaded),
             "loads": dict(self.loads),
-            "engine_lora_ids": sorted(await self._engine.list_loras()) if self._cfg.lora.enabled else [],
+            "engine_lora_ids": sorted(await self._engine.list_loras())
+            if self._cfg.lora.enabled and not self._health.dead
+            else [],
         }
 
+    def _on_engine_death(self) -> None:
+        """The engine died: start a new one here, or leave the replica to Serve to replace."""
+        restarts = self._cfg.replica.engine_restarts
+        if self._health.deaths > restarts:
+            self._health.give_up(f"it died {self._health.deaths} times; replica.engine_restarts is {restarts}")
+            return
+        self._restart = asyncio.get_running_loop().create_task(self._restart_engine())
+
+    async def _restart_engine(self) -> None:
+        """A new engine in this process; the adapters it held load again on their next request."""
+        old = self._engine
+        try:
+            await asyncio.to_thread(old.shutdown)
+        except Exception as e:  # what is left of it goes with its processes
+            logger.warning("shutting down the dead engine: %r", e)
+        for adapter in self._loaded.values():
+            # Its LoRA id belonged to the dead engine; acquire() loads it into the new one.
+            adapter.lora_request = None
+        timeout = self._cfg.replica.engine_restart_timeout_s
+        try:
+            # Off the event loop: the API of this process keeps answering (503s, forwards) meanwhile.
+            self._engine = await asyncio.wait_for(asyncio.to_thread(self._new_engine, self._cfg), timeout)
+        except Exception as e:
+            self._health.give_up(f"a new engine did not start within {timeout:.0f} s: {e!r}")
+            return
+        self._health.revive()
+
     async def check_health(self) -> None:
-        """Serve calls this periodically; raising marks the replica unhealthy."""
+        """Serve's health check; raising marks the replica unhealthy (three times in a row: replaced).
+
+        It fails only when the engine is dead for good (``serve_app.replica.health``):
+        while a new engine starts here, the replica stays in Serve's rotation
+        (routers steer around it) and answers at once. It waits up to one
+        health-check period for a change before it answers, so that one is
+        nearly always in flight and fails the moment the engine fails.
+        """
+        r = self._cfg.replica
+        await self._health.wait(min(r.health_check_period_s, r.health_check_timeout_s / 2))
+        if self._health.failed:
+            raise RuntimeError("the vLLM engine of this replica died and was not restarted")
+        if not self._health.dead:
+            await self.ready()
+
+    async def ready(self) -> None:
+        """Whether the engine answers now (the API's /ready; no wait)."""
+        self._health.watch()
+        if self._health.dead:
+            raise EngineDead("The engine of this replica died.")
         try:
             await self._engine.check_health()
         except Exception as e:
-            raise RuntimeError(f"vLLM engine is unhealthy: {e}") from e
+            self._health.mark_dead(f"its health check failed: {e!r}")
+            raise EngineDead("The engine of this replica died; it is being restarted.") from e
+
+    async def record_routing_stats(self) -> dict[str, Any]:
+        """What Serve's routers know of this replica (``serve_app.replica.routing`` reads it)."""
+        return {"engine_alive": not self._health.dead}
 
     def __del__(self) -> None:
+        health = getattr(self, "_health", None)
+        if health is not None:
+            health.close()
         engine = getattr(self, "_engine", None)
         if engine is not None:
             engine.shutdown()

@@ -21,7 +21,7 @@ from vllm.v1.engine.exceptions import EngineDeadError
 from serve_app.adapters.validation import AdapterSpec
 from serve_app.config import AppConfig
 from serve_app.protocol.engine import FinishReason, GenerateRequest, SamplingOptions, TokenChunk
-from serve_app.protocol.errors import EngineUnavailable, InvalidAdapter, InvalidRequest
+from serve_app.protocol.errors import EngineDead, InvalidAdapter, InvalidRequest
 
 logger = logging.getLogger(__name__)
 
@@ -133,7 +133,7 @@ class Engine:
                     completion_tokens=completion,
                 )
         except EngineDeadError as e:
-            raise EngineUnavailable("the engine of this replica died; retry the request") from e
+            raise EngineDead("The engine of this replica died; retry the request.") from e
         except ValueError as e:
             # vLLM's input validation (e.g. prompt longer than max_model_len).
             raise InvalidRequest(str(e)) from e
@@ -150,7 +150,7 @@ class Engine:
         try:
             ok = await self._llm.add_lora(req)
         except EngineDeadError as e:
-            raise EngineUnavailable("the engine of this replica died while loading an adapter") from e
+            raise EngineDead("The engine of this replica died while loading an adapter; retry the request.") from e
         except Exception as e:  # vLLM raises assorted errors for adapters it cannot load
             logger.warning("engine refused adapter %s: %s", spec.name, e)
             raise InvalidAdapter(f"adapter {spec.name!r} could not be loaded by the engine") from e

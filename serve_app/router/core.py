@@ -20,7 +20,7 @@ from typing import Any, Protocol
 from serve_app.harmony.parse import Delta
 from serve_app.metrics import RequestMetrics
 from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
-from serve_app.protocol.errors import EngineUnavailable, Overloaded, ServeAppError
+from serve_app.protocol.errors import EngineDead, EngineUnavailable, Overloaded, ServeAppError
 from serve_app.router.auth import ANONYMOUS, Principal
 from serve_app.router.liveness import ReplicaLiveness
 from serve_app.router.models import ModelRef
@@ -158,6 +158,33 @@ class ChoiceRun:
         )
 
 
+class EngineRetry:
+    """When a request whose replica had lost its engine is sent again, to another replica.
+
+    Only a request that got nothing from the engine (``EngineDead``, or the
+    replica actor gone before the first chunk) is sent again, and only while
+    the deployment runs more than one replica: with one, the client gets the
+    503 and its ``Retry-After`` at once. Serve's router steers the retry away
+    from the dead replica (``serve_app.replica.routing``); the short backoff
+    covers the moment before it has heard.
+    """
+
+    BACKOFF_S = 0.2
+
+    def __init__(self, attempts: int, replicas: ReplicaLiveness | None):
+        self.attempts = attempts
+        self._replicas = replicas
+
+    async def again(self, error: ServeAppError, attempt: int) -> bool:
+        """Whether to send the request again after ``error`` on try ``attempt`` (0-based); waits the backoff."""
+        if not getattr(error, "retry_elsewhere", False) or attempt >= self.attempts:
+            return False
+        if self._replicas is None or await self._replicas.running() < 2:
+            return False
+        await asyncio.sleep(self.BACKOFF_S * 2**attempt)
+        return True
+
+
 class GenerationCore:
     """Runs jobs on the replicas; one per router."""
 
@@ -168,6 +195,7 @@ class GenerationCore:
         transport: str,
         metrics: RequestMetrics | None = None,
         liveness: ReplicaLiveness | None = None,
+        retry: EngineRetry | None = None,
     ):
         self._replica = replica_handle
         self._served_name = served_name
@@ -175,6 +203,7 @@ class GenerationCore:
         self._metrics = metrics or RequestMetrics()
         # Bounds the wait for a replica to start each request (None: Serve's unbounded queue).
         self._liveness = liveness
+        self._retry = retry or EngineRetry(0, None)
         self._handles: dict[str, Any] = {}
 
     def events(self, job: Job, first_index: int = 0) -> AsyncIterator[ChoiceEvent]:
@@ -240,17 +269,32 @@ class GenerationCore:
             adapter=job.ref.ref,
         )
         run = ChoiceRun(job, first_index + index)
-        gen = self._handle(job.ref.ref).generate.remote(req)
+        gen = None
         try:
-            async for chunk in _guarded(gen, self._liveness):
-                event = run.step(chunk)
-                if event is not None:
-                    yield event
-                if run.done:
-                    return
-            raise EngineUnavailable("The model replica ended the stream early; retry the request.")
+            attempt = 0
+            while True:
+                gen = self._handle(job.ref.ref).generate.remote(req)
+                got = False
+                try:
+                    async for chunk in _guarded(gen, self._liveness):
+                        got = True
+                        event = run.step(chunk)
+                        if event is not None:
+                            yield event
+                        if run.done:
+                            return
+                    raise EngineUnavailable("The model replica ended the stream early; retry the request.")
+                except ServeAppError as e:
+                    # Nothing of it reached the client: it may run again elsewhere.
+                    if got or not await self._retry.again(e, attempt):
+                        raise
+                logger.warning(
+                    "request %s: its replica lost its engine; sent again (try %d)", req.request_id, attempt + 2
+                )
+                _cancel(gen)
+                attempt += 1
         finally:
-            if not run.done:
+            if not run.done and gen is not None:
                 _cancel(gen)
             self._metrics.choice(self._served_name, job.ref.adapter, run.first_s, run.last_s, run.tokens)
 
@@ -271,7 +315,8 @@ def engine_error(e: BaseException) -> ServeAppError:
         return Overloaded("The server is at capacity; retry shortly.")
     logger.warning("replica call failed: %r", e)
     if isinstance(e, (ray_exc.RayActorError, ray_exc.ActorDiedError, ray_exc.ActorUnavailableError)):
-        return EngineUnavailable("The replica serving this request stopped; retry the request.")
+        # Retried elsewhere only if it had sent nothing (the core knows).
+        return EngineDead("The replica serving this request stopped; retry the request.")
     return EngineUnavailable("The model replica could not complete this request.")
 
 

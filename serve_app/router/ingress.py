@@ -34,6 +34,7 @@ from serve_app.metrics import RequestMetrics
 from serve_app.protocol.errors import (
     EngineUnavailable,
     InternalError,
+    ManagerUnavailable,
     MethodNotAllowed,
     Overloaded,
     RouteNotFound,
@@ -42,7 +43,7 @@ from serve_app.protocol.errors import (
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
 from serve_app.router.auth import KeyRing, Principal
 from serve_app.router.context import Services
-from serve_app.router.core import GenerationCore
+from serve_app.router.core import EngineRetry, GenerationCore
 from serve_app.router.cors import Cors, CorsMiddleware
 from serve_app.router.http import error_response, json_response
 from serve_app.router.liveness import ReplicaLiveness
@@ -64,10 +65,13 @@ class Router:
         responses_store: Any = None,
         *,
         in_process: bool = False,
+        replicas: ReplicaLiveness | None = None,
     ):
         """``replica``: the LLMReplica deployment's handle, or (``in_process``) this process's
         own engine replica behind a handle's interface (``serve_app.server``): then there is
-        no wait for a replica to bound, since the one that runs the request is this one."""
+        no wait for a replica to bound, since the one that runs the request is this one, and
+        ``replicas`` counts the deployment's replicas (a request whose engine died is retried
+        only while another runs)."""
         self._cfg = AppConfig.model_validate(config)
         use_vocab_dir(self._cfg.model.resolved_vocab_dir())
         harmony_encoding()  # load the vocabulary now, not on the first request
@@ -82,18 +86,21 @@ class Router:
                 self._cfg.auth.api_keys_env,
             )
         self._replica = replica
+        r = self._cfg.router
+        liveness = (
+            None
+            if in_process
+            else ReplicaLiveness.of_handle(replica, r.unavailable_wait_s, r.unavailable_retry_after_s)
+        )
         self._services = Services(
             cfg=self._cfg,
             core=GenerationCore(
                 replica,
                 self._cfg.model.served_name,
-                self._cfg.router.replica_transport,
+                r.replica_transport,
                 RequestMetrics(),
-                None
-                if in_process
-                else ReplicaLiveness.of_handle(
-                    replica, self._cfg.router.unavailable_wait_s, self._cfg.router.unavailable_retry_after_s
-                ),
+                liveness,
+                EngineRetry(r.engine_retries, liveness or replicas),
             ),
             models=self._models,
             keys=self._keys,
@@ -162,8 +169,12 @@ class Router:
         return self._error(InternalError("The server had an error processing this request."))
 
     def _error(self, err: ServeAppError) -> JSONResponse:
+        # Every 429 and 503 says when to come back, from config: the typed
+        # error may have crossed a Ray handle, which keeps only its class.
         if isinstance(err, Overloaded):
             err.retry_after_s = self._cfg.router.retry_after_s
+        elif isinstance(err, EngineUnavailable) and not isinstance(err, ManagerUnavailable):
+            err.retry_after_s = self._cfg.router.unavailable_retry_after_s
         return error_response(err)
 
     # -- health, models, adapters -----------------------------------------------
@@ -174,7 +185,7 @@ class Router:
     async def _ready(self, request: Request) -> Response:
         """200 when a model replica answers its health check in time, else 503."""
         try:
-            await asyncio.wait_for(self._replica.check_health.remote(), READY_TIMEOUT_S)
+            await asyncio.wait_for(self._replica.ready.remote(), READY_TIMEOUT_S)
         except Exception as e:
             logger.warning("readiness check failed: %r", e)
             raise EngineUnavailable("No model replica is ready to serve.") from None

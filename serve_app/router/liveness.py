@@ -64,8 +64,11 @@ class ReplicaLiveness:
 
     @classmethod
     def of_handle(cls, handle: Any, wait_s: float, retry_after_s: int) -> ReplicaLiveness:
-        app, name = handle.app_name, handle.deployment_name
-        return cls(wait_s, retry_after_s, lambda: running_replicas(app, name))
+        return cls.of_deployment(handle.app_name, handle.deployment_name, wait_s, retry_after_s)
+
+    @classmethod
+    def of_deployment(cls, app: str, deployment: str, wait_s: float, retry_after_s: int) -> ReplicaLiveness:
+        return cls(wait_s, retry_after_s, lambda: running_replicas(app, deployment))
 
     async def started(self, first: Awaitable[T]) -> T:
         """The first item of a replica stream, or ``ReplicasUnavailable`` while no replica runs."""
@@ -88,6 +91,10 @@ class ReplicaLiveness:
         finally:
             if not task.done():
                 task.cancel()
+
+    def invalidate(self) -> None:
+        """Forget the last count: the next ``running`` asks the controller."""
+        self._checked_at = float("-inf")
 
     async def running(self) -> int:
         """Running replicas (a positive count as of at most ``cache_s`` ago); one controller call at a time."""

@@ -23,6 +23,7 @@ from typing import Any
 from serve_app.config import AppConfig
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
+from serve_app.router.liveness import ReplicaLiveness
 from serve_app.server.local import LocalReplica
 
 DEPLOYMENT_NAME = "LLMServer"
@@ -36,12 +37,25 @@ def _own_handle() -> Any:
     return serve.get_deployment_handle(ctx.deployment, ctx.app_name)
 
 
+def _own_replicas(cfg: AppConfig) -> ReplicaLiveness:
+    """Counts this deployment's running replicas (through Serve's controller, cached)."""
+    from ray import serve
+
+    ctx = serve.get_replica_context()
+    r = cfg.router
+    return ReplicaLiveness.of_deployment(
+        ctx.app_name, ctx.deployment, r.unavailable_wait_s, r.unavailable_retry_after_s
+    )
+
+
 class LLMServer(LLMReplica):
     def __init__(self, config: dict | AppConfig, manager: Any = None, responses_store: Any = None):
         super().__init__(config, manager)
         cfg = self._cfg
-        self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle if cfg.lora.enabled else None)
-        self._router = Router(cfg, self.local, manager, responses_store, in_process=True)
+        # The deployment's own handle: for adapters held by another replica, and
+        # for every request once this replica's engine has died.
+        self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle)
+        self._router = Router(cfg, self.local, manager, responses_store, in_process=True, replicas=_own_replicas(cfg))
 
     def __serve_build_asgi_app__(self) -> Any:
         """Serve's late-bound ingress: the router's application, in this process."""

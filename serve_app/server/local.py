@@ -16,6 +16,12 @@ adapter (or loads it on one), as in the routed topology.
 Admission: at most ``limit`` streams run here at once (the routed topology's
 ``max_ongoing_requests`` plus ``max_queued_requests`` per replica); the next
 gets a 429 in our error shape before its first token.
+
+A replica whose engine died forwards every new request through the same
+handle, where Serve's router (``serve_app.replica.routing``) places it on a
+replica whose engine is alive; if none is, the request meets a dead engine and
+fails with ``EngineDead`` before it starts, which the generation core answers
+with a 503 and ``Retry-After`` (or retries, while another replica runs).
 """
 
 from __future__ import annotations
@@ -38,7 +44,10 @@ class EngineReplica(Protocol):
 
     def holds(self, ref: str) -> bool: ...
 
-    async def check_health(self) -> None: ...
+    @property
+    def engine_dead(self) -> bool: ...
+
+    async def ready(self) -> None: ...
 
 
 class LocalCall:
@@ -80,13 +89,15 @@ class LocalReplica:
         self._remote = remote
         self._remote_handle: Any = None
         self.running = 0
-        self.check_health = _Method(replica.check_health)
+        # The API's /ready asks it through the handle interface.
+        self.ready = _Method(replica.ready)
 
     def options(self, *, multiplexed_model_id: str = "", **options: Any) -> _Bound:
         return _Bound(self, multiplexed_model_id, options)
 
     def _generate(self, ref: str, options: dict[str, Any], request: GenerateRequest) -> Any:
-        if ref and self._remote is not None and not self._replica.holds(ref):
+        elsewhere = self._replica.engine_dead or (ref and not self._replica.holds(ref))
+        if elsewhere and self._remote is not None:
             return self._handle().options(multiplexed_model_id=ref, **options).generate.remote(request)
         return LocalCall(self._admitted(request))
 

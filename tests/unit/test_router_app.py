@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from starlette.testclient import TestClient
 
 from serve_app.protocol.engine import TokenChunk
+from serve_app.protocol.errors import EngineDead
 
 KEY = "sk-unit-0123456789"
 OTHER_KEY = "sk-unit-other-0123456789"
@@ -58,10 +59,14 @@ class FakeReplica:
         self.reply = REASONING_THEN_FINAL
         self.requests = []
         self.generate = self
-        self.check_health = _Call(lambda: None)
+        self.ready = _Call(lambda: None)
         # Seconds before the first chunk (a replica not there yet, or busy).
         self.delay_s = 0.0
         self.streams = []
+        # The next this-many calls land on a replica whose engine died: EngineDead before any chunk.
+        self.dead_calls = 0
+        # Chunks a call sends before its engine dies (None: it never dies).
+        self.die_after: int | None = None
 
     def options(self, **_):
         return self
@@ -74,9 +79,16 @@ class FakeReplica:
         ids = ids[: request.sampling.max_tokens]
         length = len(ids) == request.sampling.max_tokens
 
+        dead, die_after = self.dead_calls > 0, self.die_after
+        self.dead_calls -= dead
+
         async def stream():
             await asyncio.sleep(self.delay_s)
+            if dead:
+                raise EngineDead("The engine of this replica died; retry the request.")
             for i in range(0, len(ids), 3):
+                if die_after is not None and i // 3 >= die_after:
+                    raise EngineDead("The engine of this replica died; retry the request.")
                 last = i + 3 >= len(ids)
                 finish = ("length" if length else "stop") if last else None
                 lps = [[(t, -0.25)] for t in ids[i : i + 3]] if request.sampling.logprobs is not None else None
@@ -146,6 +158,7 @@ def fakes(vocab_dir, tmp_path_factory):
         "router": {"max_request_bytes": 20000, "unavailable_wait_s": 0.3, "unavailable_retry_after_s": 7},
     }
     router = Router(config, replica, None, store)
+    replica.liveness = router._services.core._liveness
     yield TestClient(router.http, raise_server_exceptions=False), replica, store
     patch.undo()
 
@@ -155,7 +168,9 @@ def client(fakes):
     client, replica, _ = fakes
     replica.reply = REASONING_THEN_FINAL
     replica.delay_s = 0.0
+    replica.dead_calls, replica.die_after = 0, None
     RUNNING["replicas"] = 1
+    replica.liveness.invalidate()  # the count each test sets, not one cached by the test before
     return client
 
 
@@ -470,3 +485,54 @@ def test_a_death_noticed_late_still_ends_the_wait_soon_after(client, fakes):
     timer.join()
     assert r.status_code == 503 and r.json()["error"]["code"] == "no_replica_available"
     assert 1.0 <= elapsed < 3.5, elapsed
+
+
+CHAT = {"model": BASE, "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["json", "sse"])
+def test_a_request_that_met_a_dead_engine_runs_on_another_replica(client, fakes, stream):
+    _, replica, _ = fakes
+    RUNNING["replicas"] = 2
+    replica.dead_calls = 1
+    sent = len(replica.requests)
+    r = client.post("/v1/chat/completions", json={**CHAT, "stream": stream}, headers=AUTH)
+    assert r.status_code == 200, r.text
+    assert "Hello there!" in (r.text if stream else r.json()["choices"][0]["message"]["content"])
+    assert len(replica.requests) - sent == 2 and replica.streams[-2].cancelled
+
+
+def test_a_dead_engine_with_no_other_replica_is_a_fast_503_with_retry_after(client, fakes):
+    import time
+
+    _, replica, _ = fakes
+    replica.dead_calls = 1
+    sent = len(replica.requests)
+    t0 = time.monotonic()
+    r = client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    assert _error(r, 503, "engine_unavailable")["type"] == "service_unavailable"
+    assert r.headers["retry-after"] == "7" and time.monotonic() - t0 < 1.0
+    assert len(replica.requests) - sent == 1
+
+
+def test_retries_of_a_dead_engine_are_bounded(client, fakes):
+    _, replica, _ = fakes
+    RUNNING["replicas"] = 2
+    replica.dead_calls = 100
+    sent = len(replica.requests)
+    r = client.post("/v1/chat/completions", json=CHAT, headers=AUTH)
+    _error(r, 503, "engine_unavailable")
+    assert r.headers["retry-after"] == "7"
+    assert len(replica.requests) - sent == 1 + 3  # router.engine_retries
+
+
+def test_a_stream_whose_engine_dies_after_its_first_token_ends_in_band_not_again(client, fakes):
+    _, replica, _ = fakes
+    RUNNING["replicas"] = 2
+    replica.die_after = 2
+    sent = len(replica.requests)
+    r = client.post("/v1/chat/completions", json={**CHAT, "stream": True}, headers=AUTH)
+    assert r.status_code == 200
+    events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
+    assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "engine_unavailable"
+    assert len(replica.requests) - sent == 1

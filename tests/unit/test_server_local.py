@@ -35,11 +35,16 @@ class FakeEngineReplica:
         self.closed = 0
         self.gate: asyncio.Event | None = None  # set: streams wait on it before their first chunk
         self.healthy = True
+        self.dead = False
 
     def holds(self, ref: str) -> bool:
         return ref in self.held
 
-    async def check_health(self) -> None:
+    @property
+    def engine_dead(self) -> bool:
+        return self.dead
+
+    async def ready(self) -> None:
         if not self.healthy:
             raise RuntimeError("engine dead")
 
@@ -94,6 +99,17 @@ def test_base_and_held_adapters_run_here_others_go_through_the_handle():
     assert cold == "forwarded"
     # Serve's multiplexed routing gets the adapter and the caller's transport options.
     assert [(ref, o) for ref, o, _ in handle.sent] == [("cold@v1", opts)]
+
+
+def test_once_the_engine_died_every_request_goes_through_the_handle():
+    engine, handle = FakeEngineReplica(), FakeHandle()
+    local = LocalReplica(engine, limit=4, remote=lambda: handle)
+    engine.held.add("held@v1")
+    engine.dead = True
+    local.options(multiplexed_model_id="", stream=True).generate.remote(_request())
+    local.options(multiplexed_model_id="held@v1", stream=True).generate.remote(_request("held@v1"))
+    # Serve's router places them on a replica whose engine is alive (serve_app.replica.routing).
+    assert [ref for ref, _, _ in handle.sent] == ["", "held@v1"] and not engine.requests
 
 
 def test_without_a_handle_every_adapter_runs_here():
