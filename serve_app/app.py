@@ -19,7 +19,7 @@ from serve_app.endpoints.responses.store import ResponseStore
 from serve_app.replica.deployment import LLMReplica
 from serve_app.replica.routing import ROUTER_CLASS
 from serve_app.router.ingress import Router
-from serve_app.server.deployment import DEPLOYMENT_NAME, LLMServer
+from serve_app.server.deployment import DEPLOYMENT_NAME, LLMServer, haproxy_ingress
 
 
 def _scaling(a: AutoscalingConfig) -> dict[str, Any]:
@@ -60,12 +60,7 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "graceful_shutdown_timeout_s": r.graceful_shutdown_timeout_s,
         "health_check_period_s": r.health_check_period_s,
         "health_check_timeout_s": r.health_check_timeout_s,
-        # Power of two choices among replicas whose engine is alive (serve_app.replica.routing).
-        "request_router_config": {
-            "request_router_class": ROUTER_CLASS,
-            "request_routing_stats_period_s": r.routing_stats_period_s,
-            "request_routing_stats_timeout_s": max(r.routing_stats_period_s, 5.0),
-        },
+        "request_router_config": request_router_config(cfg),
         # The actor itself takes its CPUs from the first bundle; the engine's
         # workers (one per tensor-parallel rank) take the bundles' GPUs.
         "ray_actor_options": {"num_cpus": r.num_cpus, "runtime_env": {"env_vars": env}}
@@ -74,6 +69,23 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         "placement_group_bundles": cfg.placement_group_bundles(),
         "placement_group_strategy": "STRICT_PACK",
     }
+
+
+def request_router_config(cfg: AppConfig, ingress: bool = False) -> dict[str, Any]:
+    """Serve's request router for an engine deployment: power of two choices among live engines.
+
+    Not for an ingress deployment behind HAProxy: HAProxy balances those
+    itself (least connections) and Serve refuses a custom router there; a
+    dead engine's 503 is retried by HAProxy instead (``retry-on 503``, set by
+    ``make serve``). The routing stats are still collected for operators.
+    """
+    stats = {
+        "request_routing_stats_period_s": cfg.replica.routing_stats_period_s,
+        "request_routing_stats_timeout_s": max(cfg.replica.routing_stats_period_s, 5.0),
+    }
+    if ingress and haproxy_ingress():
+        return stats
+    return {"request_router_class": ROUTER_CLASS, **stats}
 
 
 def router_options(cfg: AppConfig) -> dict[str, Any]:
@@ -106,6 +118,7 @@ def server_options(cfg: AppConfig) -> dict[str, Any]:
     return {
         **replica_options(cfg),
         "name": DEPLOYMENT_NAME,
+        "request_router_config": request_router_config(cfg, ingress=True),
         "max_ongoing_requests": cfg.direct_admission_limit() + cfg.router.max_ongoing_requests,
         "max_queued_requests": cfg.router.max_queued_requests,
     }

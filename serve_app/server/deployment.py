@@ -37,6 +37,13 @@ def _own_handle() -> Any:
     return serve.get_deployment_handle(ctx.deployment, ctx.app_name)
 
 
+def haproxy_ingress() -> bool:
+    """Whether Serve's HAProxy ingress runs instead of its Python proxy (read as Serve reads it)."""
+    from ray.serve._private.constants import RAY_SERVE_ENABLE_HA_PROXY
+
+    return bool(RAY_SERVE_ENABLE_HA_PROXY)
+
+
 def _own_replicas(cfg: AppConfig) -> ReplicaLiveness:
     """Counts this deployment's running replicas (through Serve's controller, cached)."""
     from ray import serve
@@ -52,10 +59,17 @@ class LLMServer(LLMReplica):
     def __init__(self, config: dict | AppConfig, manager: Any = None, responses_store: Any = None):
         super().__init__(config, manager)
         cfg = self._cfg
-        # The deployment's own handle: for adapters held by another replica, and
-        # for every request once this replica's engine has died.
-        self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle)
-        self._router = Router(cfg, self.local, manager, responses_store, in_process=True, replicas=_own_replicas(cfg))
+        # Behind Serve's Python proxy, a request that reaches a replica whose
+        # engine died goes on through the deployment's own handle, whose router
+        # (serve_app.replica.routing) places it on a live engine. Behind
+        # HAProxy, Serve's default router would pick the dead replica again (it
+        # has the shortest queue): the request fails with EngineDead at once,
+        # and HAProxy sends it to another replica (retry-on 503).
+        haproxy = haproxy_ingress()
+        self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle, forward_when_dead=not haproxy)
+        self._router = Router(
+            cfg, self.local, manager, responses_store, in_process=True, replicas=None if haproxy else _own_replicas(cfg)
+        )
 
     def __serve_build_asgi_app__(self) -> Any:
         """Serve's late-bound ingress: the router's application, in this process."""

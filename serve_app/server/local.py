@@ -82,11 +82,20 @@ class _Method:
 class LocalReplica:
     """The engine replica of this process behind the interface of its deployment handle."""
 
-    def __init__(self, replica: EngineReplica, limit: int, remote: Callable[[], Any] | None = None):
-        """``limit``: streams at once; ``remote``: the deployment's own handle, for adapters held elsewhere."""
+    def __init__(
+        self,
+        replica: EngineReplica,
+        limit: int,
+        remote: Callable[[], Any] | None = None,
+        *,
+        forward_when_dead: bool = True,
+    ):
+        """``limit``: streams at once; ``remote``: the deployment's own handle, for adapters held
+        elsewhere and (``forward_when_dead``) for every request once this engine has died."""
         self._replica = replica
         self._limit = limit
         self._remote = remote
+        self._forward_when_dead = forward_when_dead
         self._remote_handle: Any = None
         self.running = 0
         # The API's /ready asks it through the handle interface.
@@ -96,7 +105,10 @@ class LocalReplica:
         return _Bound(self, multiplexed_model_id, options)
 
     def _generate(self, ref: str, options: dict[str, Any], request: GenerateRequest) -> Any:
-        elsewhere = self._replica.engine_dead or (ref and not self._replica.holds(ref))
+        if self._replica.engine_dead:
+            elsewhere = self._forward_when_dead
+        else:
+            elsewhere = bool(ref) and not self._replica.holds(ref)
         if elsewhere and self._remote is not None:
             return self._handle().options(multiplexed_model_id=ref, **options).generate.remote(request)
         return LocalCall(self._admitted(request))

@@ -100,13 +100,13 @@ def serve_session(devmodel_dir):
     os.environ["SERVE_APP_ADMIN_KEY"] = ADMIN_KEY
     # Metrics are exported every second (Ray's default: 10 s) on a port of our own.
     # Logical CPUs: one per engine bundle of the apps (dev, gptoss and direct one
-    # each, tp2 two), the light deployments take none; with fewer, the last app's
+    # each, tp2 and pair two), the light deployments take none; with fewer, the last app's
     # replica waits for a CPU forever and the deploy with it. "local": a Ray of
     # its own even where another runs on the machine (a `ray start` left behind
     # is otherwise joined, and its CPUs and Serve are not the suite's).
     ray.init(
         address="local",
-        num_cpus=5,
+        num_cpus=7,
         include_dashboard=False,
         log_to_driver=False,
         _metrics_export_port=METRICS_PORT,
@@ -210,7 +210,7 @@ def _llama_app(request) -> Any:
     return build_app(args)
 
 
-def _gptoss_app(request, topology: str = "routed") -> Any:
+def _gptoss_app(request, topology: str = "routed", replicas: int = 1) -> Any:
     """The gpt-oss dev model with LoRA on."""
     from serve_app.app import build_app
 
@@ -228,8 +228,10 @@ def _gptoss_app(request, topology: str = "routed") -> Any:
     }
     # No keys configured: open, like `vllm serve` without --api-key.
     args["replica"].update(max_ongoing_requests=GPTOSS_ONGOING, max_queued_requests=GPTOSS_QUEUED)
-    args["replica"]["autoscaling"]["target_ongoing_requests"] = GPTOSS_ONGOING
-    # The dead-engine test waits for Serve's health checks to fail three times in a row.
+    args["replica"]["autoscaling"].update(
+        target_ongoing_requests=GPTOSS_ONGOING, min_replicas=replicas, max_replicas=replicas
+    )
+    # Serve's health checks every 2 s (10 by default): nothing here waits on them, they only cost less.
     args["replica"]["health_check_period_s"] = 2.0
     return build_app(args)
 
@@ -237,6 +239,11 @@ def _gptoss_app(request, topology: str = "routed") -> Any:
 def _direct_app(request) -> Any:
     """The gptoss app's config in the direct topology: one LLMServer deployment."""
     return _gptoss_app(request, "direct")
+
+
+def _pair_app(request) -> Any:
+    """The direct topology on two replicas (the engine-kill test takes one's engine down)."""
+    return _gptoss_app(request, "direct", replicas=2)
 
 
 def _tp2_app(request) -> Any:
@@ -255,9 +262,10 @@ _APPS = {
     "gptoss_app": ("gptoss", _gptoss_app),
     "tp2_app": ("tp2", _tp2_app),
     "direct_app": ("direct", _direct_app),
+    "pair_app": ("pair", _pair_app),
 }
 # The engine deployment of each app (its handle is what the app fixtures give).
-_ENGINE = {"direct": "LLMServer"}
+_ENGINE = {"direct": "LLMServer", "pair": "LLMServer"}
 
 
 def _engine_handle(serve_session, name: str) -> Any:
@@ -393,6 +401,12 @@ def gptoss_refs(gptoss_app, serve_session) -> dict[str, str]:
 def direct_app(request, serve_session) -> Any:
     """The gpt-oss dev model in the direct topology, its two adapters registered (the LLMServer handle)."""
     return _with_gptoss_adapters(request, serve_session, "direct")
+
+
+@pytest.fixture(scope="session")
+def pair_app(request, serve_session) -> Any:
+    """The direct topology on two replicas, the gpt-oss dev adapters registered (the LLMServer handle)."""
+    return _with_gptoss_adapters(request, serve_session, "pair")
 
 
 @pytest.fixture(scope="session")

@@ -388,3 +388,45 @@ def _listing(url: str, admin: dict, deadline_s: float = 90) -> dict[str, dict]:
             pass
         assert time.monotonic() - t0 < deadline_s, "the manager did not come back"
         time.sleep(0.5)
+
+
+def test_engine_killed_under_load_on_two_replicas(pair_app, serve_url, serve_session):
+    """kill -9 of one replica's EngineCore under load (direct topology, two replicas).
+
+    Every request that had not started on the dead engine is served by the
+    other replica: 0 failed. Streams the dead engine was running end with the
+    in-band error and [DONE]; the rest finish. The replica starts a new engine
+    in its own process and serves again, adapters included; nothing registered
+    is lost. Prints the per-second timeline (the docs' fault table).
+    """
+    from tests.support import engine_kill
+
+    pids = engine_kill.replica_pids("pair:LLMServer")
+    assert len(pids) == 2, pids
+    victim = engine_kill.engine_core_of(pids[0])
+    models = [BASE, f"{BASE}:pirate", f"{BASE}:terse"]
+    timeline = asyncio.run(
+        engine_kill.run(
+            f"{serve_url}/pair", victim.kill, models=models, streams=4, interval_s=0.5, before_s=2, after_s=20
+        )
+    )
+    print(f"\nengine of one of two replicas killed (direct topology, Serve's Python proxy):\n{timeline.table()}")
+    assert not timeline.failed_new(), [o for o in timeline.failed_new()][:5]
+    assert len(timeline.new()) >= 30
+    for stream in (o for o in timeline.outcomes if o.kind == "stream"):
+        assert stream.end in ("done", "in-band engine_unavailable"), stream
+    # The same replica serves again with a new engine (no replacement by Serve), adapters included.
+    deadline = time.monotonic() + 240
+    while True:
+        stats = [pair_app.stats.remote().result(timeout_s=30) for _ in range(8)]
+        by_pid = {s["pid"]: s for s in stats}
+        if set(by_pid) == set(pids) and all(s["engine"] == "alive" for s in by_pid.values()):
+            break
+        assert time.monotonic() < deadline, by_pid
+        time.sleep(1)
+    assert by_pid[pids[0]]["engine_deaths"] == 1 and by_pid[pids[1]]["engine_deaths"] == 0
+    for _ in range(6):  # both replicas, the restarted one included, answer as trained
+        r = _answer(f"{serve_url}/pair", f"{BASE}:pirate")
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+    manager = serve_session.get_deployment_handle("AdapterManager", app_name="pair")
+    assert {"pirate", "terse"} <= {a["name"] for a in manager.list.remote().result(timeout_s=60)}

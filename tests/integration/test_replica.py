@@ -133,44 +133,54 @@ def test_tensor_parallel_2_on_cpu(tp2_app, refs, corpus):
 
 
 @pytest.mark.faults
-def test_dead_engine_fails_health_check_and_is_replaced(gptoss_app, serve_url, serve_session):
-    """Kill the engine processes under the replica: health fails, requests fail fast, Serve replaces it.
+def test_a_dead_engine_is_refused_at_once_and_restarted_in_place(gptoss_app, serve_url, serve_session):
+    """Kill the engine processes under the only replica (routed topology): fast 503s, then the same replica serves.
 
-    A fault test (it takes the gptoss replica down), so it runs after every
-    non-fault test. It stops once Serve is starting the replacement: that a
-    replacement then serves is `test_replica_killed_mid_stream`'s to show (the
-    same restart, there after the replica's actor died), and waiting for a
-    second whole engine here cost a minute of the suite.
+    A fault test (it takes the gptoss engine down), so it runs after every
+    non-fault test. While the replica starts a new engine in its own process,
+    every request is refused at once with a 503 and ``Retry-After`` in the
+    API's error shape (never held in a queue); Serve keeps the replica, whose
+    health check passes while it restarts; then the adapters load again into
+    the new engine on their next request.
     """
     import httpx
     import psutil
-    from ray.exceptions import RayError
 
-    old_pid = gptoss_app.stats.remote().result()["pid"]
-    for child in psutil.Process(old_pid).children(recursive=True):
+    from serve_app.devmodel.corpus import PIRATE_FINAL
+
+    before = gptoss_app.stats.remote().result()
+    for child in psutil.Process(before["pid"]).children(recursive=True):
         child.kill()
     killed = time.monotonic()
-    deadline = killed + 30
-    with pytest.raises(RayError, match="unhealthy"):
-        while time.monotonic() < deadline:
-            gptoss_app.check_health.remote().result()
-            time.sleep(0.5)
-    # A user's request now is refused at once in the API's error shape, by the
-    # dying replica or, once Serve has stopped it, by the router; it never hangs.
-    t0 = time.monotonic()
-    body = {"model": "gpt-oss-20b", "messages": [{"role": "user", "content": "Name the european capitals"}]}
-    r = httpx.post(f"{serve_url}/gptoss/v1/chat/completions", json=body, timeout=60)
-    refused_in = time.monotonic() - t0
-    assert r.status_code == 503, r.text
-    assert r.json()["error"]["code"] in ("engine_unavailable", "no_replica_available")
-    assert refused_in < 10
-    # Serve's own health checks (every 2 s in this app; three failures) mark it unhealthy and start another.
-    deadline = time.monotonic() + 60
+    body = {
+        "model": "gpt-oss-20b:pirate",
+        "messages": [
+            {"role": "system", "content": "You are a helpful assistant."},
+            {"role": "user", "content": "Name the european capitals"},
+        ],
+    }
+    refusals: list[tuple[float, str | None]] = []
     while True:
-        states = serve_session.status().applications["gptoss"].deployments["LLMReplica"].replica_states
-        if states.get("STARTING"):
+        t0 = time.monotonic()
+        r = httpx.post(f"{serve_url}/gptoss/v1/chat/completions", json=body, timeout=60)
+        if r.status_code == 200:
             break
-        assert time.monotonic() < deadline, f"Serve did not replace the replica: {states}"
+        assert r.status_code == 503, r.text
+        assert r.json()["error"]["code"] == "engine_unavailable" and r.json()["error"]["type"] == "service_unavailable"
+        refusals.append((time.monotonic() - t0, r.headers.get("retry-after")))
+        assert time.monotonic() - killed < 240, "the engine was not restarted"
         time.sleep(0.5)
-    replaced = time.monotonic() - killed
-    print(f"\ndead engine: 503 in {refused_in:.1f} s; a replacement starting {replaced:.1f} s after the kill")
+    served_again = time.monotonic() - killed
+    after = gptoss_app.stats.remote().result()
+    print(
+        f"\ndead engine: {len(refusals)} refusals, the slowest in {max(s for s, _ in refusals):.2f} s; "
+        f"served again after {served_again:.1f} s by the same replica"
+    )
+    assert refusals and all(retry and int(retry) > 0 for _, retry in refusals)
+    # At once, not held: the new engine starts in a thread of this replica's process, which
+    # shares the interpreter (on 2 cores the slowest refusal took 3 s; Serve's queue held 41 s).
+    assert max(s for s, _ in refusals) < 10.0
+    assert after["pid"] == before["pid"] and after["engine"] == "alive" and after["engine_deaths"] == 1
+    assert r.json()["choices"][0]["message"]["content"] == PIRATE_FINAL
+    states = serve_session.status().applications["gptoss"].deployments["LLMReplica"].replica_states
+    assert states.get("RUNNING") == 1 and sum(states.values()) == 1, states

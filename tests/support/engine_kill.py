@@ -86,6 +86,9 @@ class Timeline:
             ends = Counter(o.end if o.end != "done" else "200" for o in group)
             text = ", ".join(f"{k} x{v}" for k, v in sorted(ends.items()))
             rows.append(f"  {second:>4}  {len(group):>4}  {text:<38} {max(o.seconds for o in group):>6.1f}")
+        refused = [o for o in self.new() if o.status in ("429", "503")]
+        waits = Counter(o.retry_after for o in refused)
+        rows.append(f"  429/503 by Retry-After: {dict(waits) if refused else 'none refused'}")
         streams = Counter(o.end for o in self.outcomes if o.kind == "stream")
         rows.append(f"  streams in flight at the kill: {dict(streams)}")
         first = self.first_success_after_kill()
