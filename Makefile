@@ -31,7 +31,7 @@ SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERV
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
 
-.PHONY: serve test test-unit lint bench devmodel install lock clean-venv
+.PHONY: serve test test-unit lint bench soak devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,15 @@ bench: devmodel
 	mkdir -p $(BENCH_OUT)
 	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(LAUNCH_FLAGS) $(BENCH_ARGS)
 	$(PY) benchmarks/plots.py $(BENCH_OUT)/bench.json $(BENCH_OUT)
+
+# A long mixed load on this project and on vLLM's own server, one after the
+# other; per minute: requests, errors, cut streams, latency; per process: memory
+# growth per 1,000 requests and per 100k tokens after warm-up (docs/operations.md).
+# SOAK_MINUTES=60 for a release.
+SOAK_MINUTES ?= 10
+soak: devmodel
+	mkdir -p $(BENCH_OUT)
+	$(SERVE_ENV) $(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) --json $(BENCH_OUT)/soak.json $(SOAK_ARGS)
 
 test: devmodel
 	$(PY) -m pytest -q --durations=25
