@@ -22,7 +22,7 @@ from ray import serve
 
 from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE, AdapterSpec, BaseShapes, validate_adapter
 from serve_app.config import AppConfig
-from serve_app.heap import freeze_startup_heap
+from serve_app.heap import HeapTrace, freeze_startup_heap
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import EngineDead, EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
@@ -173,6 +173,7 @@ class LLMReplica:
 
         # Wired at runtime because the bound comes from config.
         self._get_adapter = serve.multiplexed(max_num_models_per_replica=self._cfg.lora.adapters_per_replica)(load)
+        self._heap = HeapTrace()
         freeze_startup_heap()
 
     async def generate(self, request: GenerateRequest) -> AsyncIterator[list]:
@@ -373,6 +374,10 @@ class LLMReplica:
             self._health.give_up(f"a new engine did not start within {timeout:.0f} s: {e!r}")
             return
         self._health.revive()
+
+    def heap_diff(self, top: int = 25) -> list[str]:
+        """Allocation sites of this process that grew most since the last call (``SERVE_APP_TRACEMALLOC``)."""
+        return self._heap.diff(top)
 
     async def check_health(self) -> None:
         """Serve's health check; raising marks the replica unhealthy (three times in a row: replaced).

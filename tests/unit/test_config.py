@@ -173,3 +173,23 @@ def test_every_config_field_is_described():
         if not info.description
     ]
     assert not missing
+
+
+def test_engine_deployments_route_among_live_engines_except_an_haproxy_ingress(monkeypatch):
+    from ray.serve.config import RequestRouterConfig
+
+    from serve_app import app
+    from serve_app.replica.routing import ROUTER_CLASS
+
+    cfg = AppConfig.model_validate(DEV)
+    monkeypatch.setattr(app, "haproxy_ingress", lambda: False)
+    for opts in (app.replica_options(cfg), app.server_options(cfg)):
+        router = opts["request_router_config"]
+        assert router["request_router_class"] == ROUTER_CLASS
+        assert router["request_routing_stats_period_s"] == cfg.replica.routing_stats_period_s
+        RequestRouterConfig(**router)  # what Serve will accept
+    # Behind HAProxy the direct topology's ingress keeps Serve's balancing (Serve refuses a custom
+    # router there); the routed topology's engines are no ingress and keep ours.
+    monkeypatch.setattr(app, "haproxy_ingress", lambda: True)
+    assert "request_router_class" not in app.server_options(cfg)["request_router_config"]
+    assert app.replica_options(cfg)["request_router_config"]["request_router_class"] == ROUTER_CLASS

@@ -23,3 +23,24 @@ def test_startup_objects_are_frozen_and_later_garbage_still_collected():
         assert gc.collect() >= 2  # a cycle made after the freeze is still found
     finally:
         gc.unfreeze()
+
+
+def test_heap_trace_names_the_site_that_grew(monkeypatch):
+    import tracemalloc
+
+    from serve_app.heap import HeapTrace
+
+    monkeypatch.delenv(HeapTrace.ENV, raising=False)
+    assert "tracing is off" in HeapTrace().diff()[0]
+    monkeypatch.setenv(HeapTrace.ENV, "4")
+    was_tracing = tracemalloc.is_tracing()
+    trace = HeapTrace()
+    try:
+        assert trace.diff()[0].startswith("baseline taken")
+        kept = [f"request-{i}" * 8 for i in range(20_000)]  # what a leak per request would look like
+        report = "\n".join(trace.diff(top=3))
+        assert "test_heap.py" in report and "KiB" in report
+        assert len(kept) == 20_000
+    finally:
+        if not was_tracing:
+            tracemalloc.stop()
