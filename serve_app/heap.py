@@ -11,6 +11,7 @@ what is allocated afterwards is collected as before.
 from __future__ import annotations
 
 import gc
+import logging.handlers
 
 
 def freeze_startup_heap() -> None:
@@ -49,7 +50,12 @@ class HeapTrace:
         now = tracemalloc.take_snapshot().filter_traces([tracemalloc.Filter(False, tracemalloc.__file__)])
         last, self._last = self._last, now
         if last is None:
-            return [f"baseline taken: {sum(s.size for s in now.statistics('filename')) / 2**20:.1f} MiB traced"]
+            return [f"baseline taken: {sum(s.size for s in now.statistics('filename')) / 2**20:.1f} MiB traced"] + [
+                f"buffering log handler {h!r}: target {h.target!r}, {len(h.buffer)} of {h.capacity} records"
+                for name in ["", *logging.Logger.manager.loggerDict]
+                for h in logging.getLogger(name).handlers
+                if isinstance(h, logging.handlers.MemoryHandler)
+            ]
         out = []
         for stat in now.compare_to(last, "traceback")[:top]:
             out.append(f"{stat.size_diff / 2**10:+.1f} KiB in {stat.count_diff:+d} blocks:")

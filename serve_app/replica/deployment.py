@@ -28,6 +28,7 @@ from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import EngineDead, EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
 from serve_app.replica.health import EngineHealth
+from serve_app.replica.logs import keep_log_targets
 from serve_app.replica.streaming import paced
 
 logger = logging.getLogger("ray.serve")
@@ -148,7 +149,8 @@ class LLMReplica:
 
         self._cfg = AppConfig.model_validate(config)
         self._new_engine = Engine
-        self._engine = Engine(self._cfg)
+        with keep_log_targets():  # vLLM's logging setup closes Serve's log handler
+            self._engine = Engine(self._cfg)
         self._health = EngineHealth(lambda: self._engine.errored, self._on_engine_death)
         self._restart: asyncio.Task | None = None
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
@@ -369,7 +371,8 @@ class LLMReplica:
         timeout = self._cfg.replica.engine_restart_timeout_s
         try:
             # Off the event loop: the API of this process keeps answering (503s, forwards) meanwhile.
-            self._engine = await asyncio.wait_for(asyncio.to_thread(self._new_engine, self._cfg), timeout)
+            with keep_log_targets():
+                self._engine = await asyncio.wait_for(asyncio.to_thread(self._new_engine, self._cfg), timeout)
         except Exception as e:
             self._health.give_up(f"a new engine did not start within {timeout:.0f} s: {e!r}")
             return
