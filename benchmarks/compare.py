@@ -189,6 +189,19 @@ class MemorySampler:
         return {"peak_rss_mib": round(peak_rss / 2**20), "peak_pss_mib": round(pss / 2**20)}
 
 
+def server_env(cfg) -> dict[str, str]:
+    """The environment both servers run in: no usage stats, Ray's auth off, the offline vocabulary, no API keys."""
+    env = {
+        **os.environ,
+        "RAY_USAGE_STATS_ENABLED": "0",
+        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
+        "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", ""),
+    }
+    env.pop("SERVE_APP_API_KEYS", None)
+    env.pop("SERVE_APP_API_KEYS_FILE", None)
+    return env
+
+
 def _wait_ready(url: str, proc: subprocess.Popen, want: set[str], timeout_s: float = 600) -> None:
     import httpx
 
@@ -445,14 +458,7 @@ def main() -> None:
     config = args.config if args.config.is_absolute() else REPO / args.config
     cfg = AppConfig.model_validate(_dev_args(config))
     adapters = list(bootstrap_adapters(cfg))
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-        "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", ""),
-    }
-    env.pop("SERVE_APP_API_KEYS", None)
-    env.pop("SERVE_APP_API_KEYS_FILE", None)
+    env = server_env(cfg)
     scratch = Path(tempfile.mkdtemp(prefix="serve-app-bench-"))
     results: dict[str, tuple[list, dict]] = {}
     # vLLM's server gets the CPU placement make serve gives ours (serve_app.launch

@@ -294,14 +294,7 @@ def main() -> None:
     config = args.config if args.config.is_absolute() else REPO / args.config
     cfg = AppConfig.model_validate(compare._dev_args(config))
     adapters = list(compare.bootstrap_adapters(cfg))
-    env = {
-        **os.environ,
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "RAY_AUTH_MODE": os.environ.get("RAY_AUTH_MODE", "disabled"),
-        "TIKTOKEN_ENCODINGS_BASE": cfg.model.resolved_vocab_dir() or os.environ.get("TIKTOKEN_ENCODINGS_BASE", ""),
-    }
-    env.pop("SERVE_APP_API_KEYS", None)
-    env.pop("SERVE_APP_API_KEYS_FILE", None)
+    env = compare.server_env(cfg)
     scratch = Path(tempfile.mkdtemp(prefix="serve-app-soak-"))
     planned = cpu_placement.for_serve_config(config, env, os.sched_getaffinity(0))
     placement = planned if isinstance(planned, cpu_placement.CpuPlacement) else None

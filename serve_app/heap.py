@@ -11,7 +11,8 @@ what is allocated afterwards is collected as before.
 from __future__ import annotations
 
 import gc
-import logging.handlers
+
+from serve_app.replica.logs import buffering_handlers
 
 
 def freeze_startup_heap() -> None:
@@ -52,9 +53,7 @@ class HeapTrace:
         if last is None:
             return [f"baseline taken: {sum(s.size for s in now.statistics('filename')) / 2**20:.1f} MiB traced"] + [
                 f"buffering log handler {h!r}: target {h.target!r}, {len(h.buffer)} of {h.capacity} records"
-                for name in ["", *logging.Logger.manager.loggerDict]
-                for h in logging.getLogger(name).handlers
-                if isinstance(h, logging.handlers.MemoryHandler)
+                for h in buffering_handlers()
             ]
         out = []
         for stat in now.compare_to(last, "traceback")[:top]:
