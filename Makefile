@@ -31,7 +31,7 @@ SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERV
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
 
-.PHONY: serve test test-unit lint bench soak devmodel install lock clean-venv
+.PHONY: serve test test-unit lint bench soak fuzz devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
@@ -93,6 +93,14 @@ soak: devmodel
 
 test: devmodel
 	$(PY) -m pytest -q --durations=25
+
+# The fuzzer (schemathesis, from /openapi.json) at a longer budget than make test's:
+# FUZZ_EXAMPLES per operation in process, FUZZ_LIVE_EXAMPLES against the real engine.
+FUZZ_EXAMPLES ?= 500
+FUZZ_LIVE_EXAMPLES ?= 60
+fuzz: devmodel
+	FUZZ_EXAMPLES=$(FUZZ_EXAMPLES) FUZZ_LIVE_EXAMPLES=$(FUZZ_LIVE_EXAMPLES) \
+		$(PY) -m pytest -q -s tests/unit/test_fuzz_router.py tests/integration/test_fuzz.py
 
 # The fast tier: no Ray, no engine, no trained model (only the vocabulary, fetched and checked).
 test-unit: install

@@ -312,6 +312,56 @@ class ResponsesConfig(StrictModel):
         return paths.resolve(self.store_dir)
 
 
+# vLLM 0.32 refuses a structural tag nested deeper than this (objects and
+# arrays: MAX_STRUCTURED_OUTPUT_JSON_NESTING 64 + STRUCTURAL_TAG_WRAPPER_NESTING
+# 16, vllm/sampling_params.py); a unit test keeps it equal to vLLM's.
+ENGINE_STRUCTURAL_TAG_NESTING = 80
+# Levels our Harmony structural tag wraps around a schema (serve_app.harmony.constraints);
+# a unit test measures it.
+HARMONY_TAG_NESTING = 10
+
+
+class RequestLimits(StrictModel):
+    """Bounds on the costly fields of a request; past one, a 400 that names it (``limits.<field>``).
+
+    The defaults are at or above what OpenAI's API accepts, so a client written
+    for it never meets one (docs/api.md, Bounds).
+    """
+
+    max_messages: int = Field(
+        4096, ge=1, description="Messages of a chat request, input items of a response (with the previous ones)."
+    )
+    max_prompts: int = Field(2048, ge=1, description="Prompts of one batched completions request.")
+    max_n: int = Field(128, ge=1, description="Choices of one chat or completions request (OpenAI: 128).")
+    max_stop: int = Field(4, ge=0, description="Stop sequences of one request (OpenAI: 4).")
+    max_stop_chars: int = Field(1024, ge=1, description="Characters of one stop sequence.")
+    max_tools: int = Field(128, ge=0, description="Function tools of one request (OpenAI: 128).")
+    max_tools_bytes: int = Field(
+        1 << 20, ge=1024, description="The tools' definitions together, as JSON (they become prompt tokens)."
+    )
+    max_schema_depth: int = Field(
+        64,
+        ge=1,
+        description="Objects and arrays nested in one JSON schema (response format or tool parameters), as "
+        "vLLM counts them (its own bound for a JSON schema: 64).",
+    )
+    max_schema_bytes: int = Field(256 << 10, ge=1024, description="One JSON schema's size, as JSON.")
+    max_schema_properties: int = Field(
+        5000, ge=1, description="Object properties in one JSON schema, all levels together (OpenAI: 5000)."
+    )
+    max_logit_bias: int = Field(1024, ge=0, description="Entries of logit_bias (token id -> bias).")
+
+    @model_validator(mode="after")
+    def _check(self) -> RequestLimits:
+        most = ENGINE_STRUCTURAL_TAG_NESTING - HARMONY_TAG_NESTING
+        if self.max_schema_depth > most:
+            raise ValueError(
+                f"limits.max_schema_depth: at most {most} (vLLM refuses a structural tag nested deeper than "
+                f"{ENGINE_STRUCTURAL_TAG_NESTING}; the Harmony tag around a schema takes {HARMONY_TAG_NESTING})"
+            )
+        return self
+
+
 class AppConfig(StrictModel):
     model: ModelConfig = Field(description="The served model.")
     topology: Literal["routed", "direct"] = Field(
@@ -333,6 +383,9 @@ class AppConfig(StrictModel):
     )
     responses: ResponsesConfig = Field(
         default_factory=ResponsesConfig, description="The Responses API's store of responses."
+    )
+    limits: RequestLimits = Field(
+        default_factory=RequestLimits, description="Bounds on the costly fields of a request (400 past one)."
     )
 
     @model_validator(mode="after")

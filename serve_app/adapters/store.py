@@ -86,7 +86,10 @@ class AdapterStore:
 
     def _local_source(self, source: str) -> Path:
         raw = source.removeprefix("file://")
-        path = Path(resolve_path(raw))
+        try:
+            path = Path(resolve_path(raw))
+        except ValueError as e:  # a devmodel: source that names no artifact, or leaves its folder
+            raise InvalidRequest(f"source {source!r}: {e}", param="source") from None
         if not path.is_absolute():
             raise InvalidRequest(f"source {source!r}: give an absolute path under an allowed root", param="source")
         real = path.resolve()

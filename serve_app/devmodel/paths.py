@@ -27,10 +27,13 @@ def default_dir() -> Path:
 def resolve(path: str) -> str:
     """Turn ``devmodel:<artifact>[/sub]`` into a real path; expand ``~`` and env vars otherwise."""
     if path.startswith(SCHEME):
-        rel = path[len(SCHEME) :].strip("/")
-        if not rel or rel.split("/")[0] not in ARTIFACTS:
+        rel = path[len(SCHEME) :]
+        parts = rel.split("/")
+        if not rel or parts[0] not in ARTIFACTS:
             raise ValueError(f"unknown dev-model artifact {path!r}; expected one of {ARTIFACTS}")
-        return str(default_dir() / rel)
+        if any(p in ("..", ".") for p in parts) or "\\" in rel:
+            raise ValueError(f"{path!r} leaves the dev-model folder; name a folder inside one of {ARTIFACTS}")
+        return str(default_dir() / rel.rstrip("/"))
     return os.path.expanduser(os.path.expandvars(path))
 
 

@@ -34,7 +34,16 @@ def completion_budget(context: int, prompt_tokens: int, asked: int | None, promp
 
 
 # Sampling fields that chat, responses and completions requests spell the same way.
-_REQUEST_FIELDS = ("temperature", "top_p", "top_k", "seed", "presence_penalty", "frequency_penalty", "ignore_eos")
+_REQUEST_FIELDS = (
+    "temperature",
+    "top_p",
+    "top_k",
+    "seed",
+    "presence_penalty",
+    "frequency_penalty",
+    "ignore_eos",
+    "logit_bias",
+)
 
 
 def request_sampling(defaults: SamplingDefaults, request: object, **engine) -> SamplingOptions:
@@ -56,7 +65,9 @@ def sampling(
     stop_token_ids: list[int] | None = None,
     ignore_eos: bool = False,
     structural_tag: str | None = None,
+    constraint_param: str | None = None,
     logprobs: int | None = None,
+    logit_bias: dict[int, float] | None = None,
 ) -> SamplingOptions:
     """Engine sampling from a request's fields, the config's defaults filling what it left out."""
     k = defaults.top_k if top_k is None else top_k
@@ -73,5 +84,7 @@ def sampling(
         stop_token_ids=[] if ignore_eos else list(stop_token_ids or []),
         ignore_eos=ignore_eos,
         structural_tag=structural_tag,
+        constraint_param=constraint_param,
         logprobs=logprobs,
+        logit_bias=logit_bias or None,
     )

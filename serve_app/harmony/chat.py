@@ -27,6 +27,8 @@ class HarmonyPrompt:
     structural_tag: str | None
     # Whether the prompt offers functions (else a call the model writes is content).
     tools_offered: bool = True
+    # The request field the structural tag comes from (named if the engine refuses it).
+    constraint_param: str | None = None
 
 
 @dataclass(frozen=True)
@@ -40,18 +42,23 @@ class OutputRules:
     tool_choice: str = "auto"
     json: str | None = None
     schema: dict | None = None
+    # Where the endpoint's request holds the format's schema and the tools.
+    format_param: str = "response_format"
+    tools_param: str = "tools"
 
 
-def _structural_tag(rules: OutputRules, tools: list[dict]) -> str | None:
+def _structural_tag(rules: OutputRules, tools: list[dict]) -> tuple[str | None, str | None]:
+    """The tag and the request field it constrains by."""
     if rules.tool_choice not in ("auto", "none", "required"):
-        return constraints.forced_tool_call([t for t in tools if t["name"] == rules.tool_choice])
+        named = [t for t in tools if t["name"] == rules.tool_choice]
+        return constraints.forced_tool_call(named), rules.tools_param
     if rules.tool_choice == "required":
-        return constraints.forced_tool_call(tools)
+        return constraints.forced_tool_call(tools), rules.tools_param
     if rules.json == "schema":
-        return constraints.final_json(rules.schema)
+        return constraints.final_json(rules.schema), rules.format_param
     if rules.json == "object":
-        return constraints.final_json(None)
-    return None
+        return constraints.final_json(None), rules.format_param
+    return None, None
 
 
 def prepare_conversation(
@@ -71,11 +78,13 @@ def prepare_conversation(
     offered = [] if rules.tool_choice == "none" else tools
     date = (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
     harmony_messages = conversation(messages, offered, effort=effort, date=date)
+    tag, param = _structural_tag(rules, offered)
     return HarmonyPrompt(
         prompt_token_ids=render_prompt(harmony_messages),
         stop_token_ids=assistant_stop_token_ids(),
-        structural_tag=_structural_tag(rules, offered),
+        structural_tag=tag,
         tools_offered=bool(offered),
+        constraint_param=param,
     )
 
 
@@ -93,6 +102,9 @@ def prepare(
         tool_choice=choice.name if isinstance(choice, NamedToolChoice) else (choice or "auto"),
         json={"json_schema": "schema", "json_object": "object"}.get(fmt.type) if fmt is not None else None,
         schema=((fmt.json_schema or {}).get("schema") if fmt is not None else None),
+        format_param="response_format.json_schema.schema"
+        if fmt is not None and fmt.type == "json_schema"
+        else "response_format",
     )
     messages = [m.model_dump(exclude_none=True) for m in request.messages]
     return prepare_conversation(messages, tools, rules, request.reasoning_effort or default_effort, today)

@@ -25,8 +25,12 @@ class SamplingOptions(BaseModel):
     stop_token_ids: list[int] = Field(default_factory=list)
     ignore_eos: bool = False
     logprobs: int | None = Field(None, ge=0)
-    # An xgrammar structural tag (JSON) for vLLM's structured outputs.
+    # An xgrammar structural tag (JSON) for vLLM's structured outputs, and the
+    # request field it comes from (named in the 400 if the backend refuses it).
     structural_tag: str | None = None
+    constraint_param: str | None = None
+    # Token id -> bias (-100..100), as OpenAI's logit_bias.
+    logit_bias: dict[int, float] | None = None
 
 
 class GenerateRequest(BaseModel):

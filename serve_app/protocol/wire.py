@@ -7,15 +7,19 @@ errors become 400s in the one error shape, named by their JSON path
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from serve_app.protocol.errors import InvalidRequest
 
 
 class WireModel(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+# OpenAI's logit_bias: token ids (as JSON object keys) to a bias in -100..100.
+LogitBias = dict[int, Annotated[float, Field(ge=-100, le=100)]]
 
 
 _ROLES = {"system", "developer", "user", "assistant", "tool"}

@@ -8,11 +8,14 @@ from __future__ import annotations
 
 import itertools
 import logging
+import re
 from collections.abc import AsyncGenerator
 from typing import cast
 
 from vllm import SamplingParams
+from vllm.config import StructuredOutputsConfig
 from vllm.engine.arg_utils import AsyncEngineArgs
+from vllm.exceptions import VLLMClientError
 from vllm.lora.request import LoRARequest
 from vllm.sampling_params import RequestOutputKind, StructuredOutputsParams
 from vllm.v1.engine.async_llm import AsyncLLM
@@ -27,8 +30,14 @@ logger = logging.getLogger(__name__)
 
 
 def engine_args(cfg: AppConfig) -> AsyncEngineArgs:
-    """AsyncEngineArgs from the typed config."""
-    return AsyncEngineArgs(**engine_kwargs(cfg))
+    """AsyncEngineArgs from the typed config.
+
+    Structured outputs use xgrammar only: our constraints are xgrammar
+    structural tags, and with vLLM's default ("auto") a tag xgrammar refuses
+    went on to guidance, which failed it inside the engine core (an aborted
+    request: a 503 for the client's own bad schema) instead of refusing it.
+    """
+    return AsyncEngineArgs(**engine_kwargs(cfg), structured_outputs_config=StructuredOutputsConfig(backend="xgrammar"))
 
 
 def engine_kwargs(cfg: AppConfig) -> dict:
@@ -87,7 +96,25 @@ def sampling_params(opts: SamplingOptions) -> SamplingParams:
         detokenize=False,
         output_kind=RequestOutputKind.DELTA,
         structured_outputs=StructuredOutputsParams(structural_tag=opts.structural_tag) if opts.structural_tag else None,
+        logit_bias=dict(opts.logit_bias) if opts.logit_bias else None,
     )
+
+
+# xgrammar's messages start with "[hh:mm:ss] /project/cpp/<file>.cc:<line>: ".
+_NATIVE_PREFIX = re.compile(r"^\[[0-9:]+\] \S+:\d+: ")
+
+
+def client_error_message(e: BaseException) -> str:
+    """vLLM's refusal of a request, with the grammar backend's reason and without its source paths.
+
+    The message only: vLLM's ``str()`` appends the refused value, which may be
+    the client's whole schema.
+    """
+    message = str(e.args[0]) if e.args else str(e)
+    cause = e.__cause__
+    if cause is not None and str(cause).strip():
+        message = f"{message.rstrip('.')}: {_NATIVE_PREFIX.sub('', str(cause).strip())}"
+    return message
 
 
 def _logprobs(token_ids, positions, top: int | None) -> list[list[tuple[int, float]]] | None:
@@ -134,9 +161,15 @@ class Engine:
                 )
         except EngineDeadError as e:
             raise EngineDead("The engine of this replica died; retry the request.") from e
-        except ValueError as e:
-            # vLLM's input validation (e.g. prompt longer than max_model_len).
-            raise InvalidRequest(str(e)) from e
+        except (VLLMClientError, ValueError) as e:
+            # vLLM's input validation, before the engine core sees the request
+            # (a structural tag the grammar backend refuses, a token id outside
+            # the vocabulary in logit_bias); not VLLMClientError's
+            # VLLMServerError sibling, which is the server's fault.
+            param = getattr(e, "parameter", None)
+            if param is None and req.sampling.structural_tag:
+                param = req.sampling.constraint_param
+            raise InvalidRequest(client_error_message(e), param=param) from e
 
     async def abort(self, request_id: str) -> None:
         await self._llm.abort(request_id)

@@ -16,14 +16,15 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_app.protocol.api_models import AdapterRegistration
 from serve_app.protocol.errors import (
     Forbidden,
-    InvalidRequest,
     ManagerUnavailable,
     RouteNotFound,
     ServeAppError,
     Unauthorized,
 )
+from serve_app.protocol.wire import parse
 from serve_app.router.auth import KeyRing, bearer_token, digest, matches
 
 ADAPTERS_PATH = "/v1/adapters"
@@ -74,12 +75,8 @@ class AdminAPI:
             if method == "GET":
                 return 200, {"object": "list", "data": [_public(r) for r in await self._call("list")]}
             if method == "POST":
-                if not isinstance(body, dict):
-                    raise InvalidRequest("The request body must be a JSON object with name and source.")
-                missing = [k for k in ("name", "source") if not body.get(k)]
-                if missing:
-                    raise InvalidRequest(f"missing field(s): {', '.join(missing)}", param=missing[0])
-                record = await self._call("register", body["name"], body["source"], body.get("sha256"))
+                reg: AdapterRegistration = parse(AdapterRegistration, body)
+                record = await self._call("register", reg.name, reg.source, reg.sha256)
                 self._on_change()
                 return 201, _public(record)
         elif "/" not in name:

@@ -53,6 +53,7 @@ logger = logging.getLogger("ray.serve")
 
 READY_TIMEOUT_S = 5.0
 MODELS_PATH = "/v1/models"
+OPENAPI_PATH = "/openapi.json"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -110,6 +111,7 @@ class Router:
         self._completions = CompletionsEndpoint(self._services)
         self._responses = ResponsesEndpoint(self._services)
         self._created = int(time.time())
+        self._openapi_doc: dict | None = None
         # Not `app`: Serve's ingress wrapper owns that name.
         self.http = self._build_app()
         freeze_startup_heap()
@@ -123,6 +125,7 @@ class Router:
         routes = [
             Route("/health", g(self._health), methods=["GET"]),
             Route("/ready", g(self._ready), methods=["GET"]),
+            Route(OPENAPI_PATH, g(self._openapi), methods=["GET"]),
             Route(MODELS_PATH, g(self._model_list), methods=["GET"]),
             Route(MODELS_PATH + "/{model_id:path}", g(self._model), methods=["GET"]),
             Route("/v1/chat/completions", g(self._chat.create), methods=["POST"]),
@@ -190,6 +193,18 @@ class Router:
             logger.warning("readiness check failed: %r", e)
             raise EngineUnavailable("No model replica is ready to serve.") from None
         return JSONResponse({"status": "ready"})
+
+    async def _openapi(self, request: Request) -> Response:
+        """The OpenAPI document of these routes, built on first request (serve_app.router.openapi)."""
+        if self._openapi_doc is None:
+            from importlib.metadata import version
+
+            from serve_app.router.openapi import document
+
+            self._openapi_doc = await asyncio.to_thread(
+                document, "serve-app", version("serve-app"), self._cfg.model.served_name
+            )
+        return json_response(self._openapi_doc)
 
     def _card(self, id: str, parent: str | None, created: int | None = None) -> dict:
         return {

@@ -100,12 +100,18 @@ def test_store_copies_only_the_two_files_and_hashes(store):
         ("ftp://x/y", InvalidRequest),
         ("hf://org/repo", InvalidRequest),  # hub sources are off unless allowed
         ("{root}/nope", InvalidRequest),
+        # The dev model's own scheme: a 400 that names the source, never a 500.
+        ("devmodel:../../etc", InvalidRequest),
+        ("devmodel:adapters/../../../etc", InvalidRequest),
+        ("devmodel:/etc", InvalidRequest),
+        ("devmodel:", InvalidRequest),
     ],
 )
 def test_store_refuses_sources(store, source, error):
     st, root = store
-    with pytest.raises(error):
+    with pytest.raises(error) as err:
         st.stage(source.format(root=root))
+    assert err.value.param == "source" or error is InvalidAdapter
     assert not [p for p in st.root.iterdir() if p.name.startswith(".staging")]  # nothing left behind
 
 

@@ -96,9 +96,31 @@ def test_cluster_installs_the_gpu_extra_and_mounts_configs_and_adapters():
     cluster = _cluster()
     setup = " ".join(cluster["setup_commands"])
     assert "[gpu]" in setup and "[cpu" not in setup
-    mounted = set(cluster["file_mounts"].values())
+    mounted = set(cluster["file_mounts"].values()) - {RAY_TOKEN}
     assert {"./configs", "./adapters", "./serve_app", "./pyproject.toml"} <= mounted
     assert all((REPO / local).exists() for local in mounted)
+
+
+RAY_TOKEN = "~/.ray/auth_token"
+
+
+def test_ray_runs_with_token_auth_and_the_token_is_in_no_file():
+    """Every node starts Ray with RAY_AUTH_MODE=token and serve deploy sends it; the token comes from a secret."""
+    import re
+
+    cluster = _cluster()
+    for key in ("head_start_ray_commands", "worker_start_ray_commands"):
+        starts = [c for c in cluster[key] if "ray start" in c or "serve deploy" in c]
+        assert starts and all("RAY_AUTH_MODE=token" in c for c in starts), key
+    # The launcher's token file, copied to Ray's default path on every node.
+    assert cluster["file_mounts"][RAY_TOKEN] == RAY_TOKEN
+    docs = list(yaml.safe_load_all(RAYSERVICE.read_text()))
+    service = next(d for d in docs if d["kind"] == "RayService")
+    auth = service["spec"]["rayClusterConfig"]["authOptions"]
+    assert auth["mode"] == "token" and auth["secretName"]
+    for text in (CLUSTER.read_text(), RAYSERVICE.read_text()):
+        assert "RAY_AUTH_TOKEN:" not in text and not re.search(r"RAY_AUTH_TOKEN=\S", text)
+        assert "RAY_AUTH_MODE=disabled" not in text and "mode: disabled" not in text
 
 
 def test_rayservice_embeds_the_cluster_serve_config():

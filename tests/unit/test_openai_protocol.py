@@ -76,7 +76,6 @@ def test_full_conversation_with_tool_history_and_unknown_fields():
         ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "nope"}}}, "nope"),
         ({"response_format": {"type": "xml"}}, "response_format"),
         ({"top_logprobs": 3}, "logprobs"),
-        ({"stop": ["a", "b", "c", "d", "e"]}, "stop"),
     ],
     ids=lambda v: str(v)[:40],
 )

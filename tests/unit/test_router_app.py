@@ -156,6 +156,8 @@ def fakes(vocab_dir, tmp_path_factory):
         "engine": {"device": "cpu", "kv_cache_memory_bytes": 1 << 28},
         "auth": {"api_keys_file": str(keys)},
         "router": {"max_request_bytes": 20000, "unavailable_wait_s": 0.3, "unavailable_retry_after_s": 7},
+        # Within the body bound above.
+        "limits": {"max_messages": 64},
     }
     router = Router(config, replica, None, store)
     replica.liveness = router._services.core._liveness
@@ -536,3 +538,116 @@ def test_a_stream_whose_engine_dies_after_its_first_token_ends_in_band_not_again
     events = [line[6:] for line in r.text.splitlines() if line.startswith("data: ")]
     assert events[-1] == "[DONE]" and json.loads(events[-2])["error"]["code"] == "engine_unavailable"
     assert len(replica.requests) - sent == 1
+
+
+def _deep(levels: int) -> dict:
+    schema: dict = {"type": "string"}
+    for _ in range(levels):
+        schema = {"type": "object", "properties": {"a": schema}}
+    return schema
+
+
+USER = [{"role": "user", "content": "Hi"}]
+
+
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        ("/v1/chat/completions", {"messages": USER, "logit_bias": {"x": 1}}, "logit_bias.x"),
+        ("/v1/chat/completions", {"messages": USER, "logit_bias": {"5": 101}}, "logit_bias.5"),
+        ("/v1/chat/completions", {"messages": USER, "logit_bias": {"-1": 1}}, "logit_bias"),
+        ("/v1/chat/completions", {"messages": USER, "n": 129}, "n"),
+        ("/v1/chat/completions", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
+        (
+            "/v1/chat/completions",
+            {"messages": USER, "response_format": {"type": "json_schema", "json_schema": {"schema": _deep(40)}}},
+            "response_format.json_schema.schema",
+        ),
+        (
+            "/v1/chat/completions",
+            {"messages": USER, "tools": [{"type": "function", "function": {"name": "f", "parameters": _deep(40)}}]},
+            "tools.0.function.parameters",
+        ),
+        (
+            "/v1/responses",
+            {"input": "x", "text": {"format": {"type": "json_schema", "schema": _deep(40)}}},
+            "text.format.schema",
+        ),
+        ("/v1/responses", {"input": [{"role": "user", "content": "x"}] * 65}, "input"),
+        ("/v1/completions", {"prompt": ["x"] * 2049}, "prompt"),
+        ("/v1/completions", {"prompt": "x", "stop": ["y" * 1025]}, "stop"),
+    ],
+    ids=[
+        "bias-key",
+        "bias-value",
+        "bias-negative-id",
+        "n",
+        "stop-count",
+        "chat-schema-depth",
+        "tool-schema-depth",
+        "responses-schema-depth",
+        "responses-items",
+        "prompts",
+        "stop-chars",
+    ],
+)
+def test_costly_fields_past_their_bound_are_a_400_naming_them(client, fakes, path, body, param):
+    _, replica, _ = fakes
+    before = len(replica.requests)
+    r = client.post(path, headers=AUTH, json={"model": BASE, **body})
+    err = _error(r, 400)
+    assert err["param"] == param and err["type"] == "invalid_request_error", err
+    assert len(replica.requests) == before  # refused before any replica was asked
+
+
+def test_logit_bias_reaches_the_engine_as_token_ids(client, fakes):
+    _, replica, _ = fakes
+    r = client.post(
+        "/v1/chat/completions", headers=AUTH, json={"model": BASE, "messages": USER, "logit_bias": {"17": -100}}
+    )
+    assert r.status_code == 200, r.text
+    assert replica.requests[-1].sampling.logit_bias == {17: -100.0}
+    r = client.post("/v1/completions", headers=AUTH, json={"model": BASE, "prompt": "Hi", "logit_bias": {"9": 5}})
+    assert r.status_code == 200 and replica.requests[-1].sampling.logit_bias == {9: 5.0}
+
+
+def test_a_forced_constraint_names_its_field_for_the_engine(client, fakes):
+    """If the engine's grammar backend refuses the tag, its 400 names the field the tag came from."""
+    _, replica, _ = fakes
+    fmt = {"type": "json_schema", "json_schema": {"name": "x", "schema": {"type": "object"}}}
+    client.post("/v1/chat/completions", headers=AUTH, json={"model": BASE, "messages": USER, "response_format": fmt})
+    assert replica.requests[-1].sampling.constraint_param == "response_format.json_schema.schema"
+    tool = {"type": "function", "function": {"name": "f", "parameters": {"type": "object"}}}
+    body = {"model": BASE, "messages": USER, "tools": [tool], "tool_choice": "required"}
+    client.post("/v1/chat/completions", headers=AUTH, json=body)
+    assert replica.requests[-1].sampling.constraint_param == "tools"
+    body = {"model": BASE, "input": "x", "text": {"format": {"type": "json_schema", "name": "x", "schema": {}}}}
+    client.post("/v1/responses", headers=AUTH, json=body)
+    assert replica.requests[-1].sampling.constraint_param == "text.format.schema"
+
+
+def test_openapi_document_is_valid_and_names_every_route_and_nothing_else(client, fakes):
+    from openapi_spec_validator import validate
+
+    from serve_app.router.openapi import route_table
+
+    r = client.get("/openapi.json")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    doc = r.json()
+    validate(doc)
+    assert doc["openapi"].startswith("3.1")
+    documented = {(path, method) for path, ops in doc["paths"].items() for method in ops}
+    router = fakes[0].app
+    assert documented == route_table(router.routes)
+    for (path, _method), op in ((k, doc["paths"][k[0]][k[1]]) for k in documented):
+        if path.startswith("/v1/"):
+            scheme = "AdminKey" if path.startswith("/v1/adapters") else "ApiKey"
+            assert op["security"] == [{scheme: []}], path
+        for status, answer in op["responses"].items():
+            if status[0] in "45":
+                assert answer["content"]["application/json"]["schema"]["$ref"].endswith("/Error"), (path, status)
+    schemas = doc["components"]["schemas"]
+    # Requests as the router parses them: its bounds and fields, not OpenAI's.
+    chat = schemas["ChatCompletionRequest"]
+    assert {"messages", "model", "logit_bias", "response_format"} <= set(chat["properties"])
+    assert {"ChatCompletion", "ChatCompletionChunk", "Response", "ResponseStreamEvent", "Adapter"} <= set(schemas)

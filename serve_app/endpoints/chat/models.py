@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, model_validator
 
-from serve_app.protocol.wire import WireModel
+from serve_app.protocol.wire import LogitBias, WireModel
 
 
 class TextPart(WireModel):
@@ -113,7 +113,8 @@ class ChatCompletionRequest(WireModel):
     messages: list[Message] = Field(min_length=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=16)
+    # Bounded by limits.max_n (serve_app.endpoints.limits), as the other costly fields.
+    n: int = Field(1, ge=1)
     max_tokens: int | None = Field(None, ge=1)
     max_completion_tokens: int | None = Field(None, ge=1)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
@@ -130,6 +131,7 @@ class ChatCompletionRequest(WireModel):
     response_format: ResponseFormat | None = None
     logprobs: bool = False
     top_logprobs: int | None = Field(None, ge=0, le=20)
+    logit_bias: LogitBias | None = None
     user: str | None = None
     # vLLM's extensions, for clients written against `vllm serve`.
     top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
@@ -137,8 +139,6 @@ class ChatCompletionRequest(WireModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> ChatCompletionRequest:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 sequences")
         if isinstance(self.tool_choice, NamedToolChoice):
             names = {t.function.name for t in self.tools or []}
             if self.tool_choice.name not in names:

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.config import AppConfig
+from serve_app.endpoints import limits
 from serve_app.endpoints.chat.models import ChatCompletionRequest
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.harmony.chat import HarmonyPrompt, prepare
@@ -56,6 +57,25 @@ class ChatRun:
         return self.job.arrived
 
 
+def shape(request: ChatCompletionRequest) -> limits.RequestShape:
+    """What the request's costly fields come to, for ``limits.check``."""
+    fmt = request.response_format
+    schemas = limits.tool_schemas(
+        (f"tools.{i}.function.parameters", t.function.parameters) for i, t in enumerate(request.tools or [])
+    )
+    if fmt is not None and fmt.json_schema is not None and fmt.json_schema.get("schema") is not None:
+        schemas.append(limits.Schema("response_format.json_schema.schema", fmt.json_schema["schema"]))
+    stop = request.stop
+    return limits.RequestShape(
+        messages=len(request.messages),
+        n=request.n,
+        stop=[stop] if isinstance(stop, str) else list(stop or []),
+        tools=[t.model_dump(exclude_none=True) for t in request.tools or []],
+        schemas=schemas,
+        logit_bias=request.logit_bias,
+    )
+
+
 class ChatService:
     def __init__(self, cfg: AppConfig, resolver: ModelResolver):
         self._cfg = cfg
@@ -64,6 +84,7 @@ class ChatService:
     async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ChatRun:
         """Validate, resolve (for this caller) and render; every refusal is a typed 4xx."""
         request: ChatCompletionRequest = parse(ChatCompletionRequest, body)
+        limits.check(self._cfg.limits, shape(request))
         ref = await self._resolver.resolve(request.model, principal)
         prompt = await asyncio.to_thread(prepare, request, self._cfg.sampling_defaults.reasoning_effort)
         prompt_tokens = len(prompt.prompt_token_ids)
@@ -81,6 +102,7 @@ class ChatService:
                 max_tokens=budget,
                 stop_token_ids=prompt.stop_token_ids,
                 structural_tag=prompt.structural_tag,
+                constraint_param=prompt.constraint_param,
                 logprobs=(request.top_logprobs or 0) if request.logprobs else None,
             ),
             new_parser=functools.partial(CompletionParser, tools=prompt.tools_offered),

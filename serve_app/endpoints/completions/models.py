@@ -6,7 +6,7 @@ from typing import Any
 
 from pydantic import Field, field_validator, model_validator
 
-from serve_app.protocol.wire import WireModel
+from serve_app.protocol.wire import LogitBias, WireModel
 
 
 class StreamOptions(WireModel):
@@ -21,7 +21,8 @@ class CompletionRequest(WireModel):
     max_tokens: int | None = Field(16, ge=1)
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
-    n: int = Field(1, ge=1, le=16)
+    # Bounded by limits.max_n (serve_app.endpoints.limits), as the other costly fields.
+    n: int = Field(1, ge=1)
     stop: str | list[str] | None = None
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
     presence_penalty: float = Field(0.0, ge=-2, le=2)
@@ -32,6 +33,7 @@ class CompletionRequest(WireModel):
     stream_options: StreamOptions | None = None
     suffix: str | None = None
     best_of: int | None = Field(None, ge=1)
+    logit_bias: LogitBias | None = None
     user: str | None = None
     # vLLM's extensions, for clients written against `vllm serve`.
     top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
@@ -47,8 +49,6 @@ class CompletionRequest(WireModel):
 
     @model_validator(mode="after")
     def _cross_field(self) -> CompletionRequest:
-        if isinstance(self.stop, list) and len(self.stop) > 4:
-            raise ValueError("stop: at most 4 sequences")
         if self.best_of is not None and self.best_of != self.n:
             raise ValueError("best_of: only best_of equal to n is supported")
         if self.echo and self.logprobs is not None:

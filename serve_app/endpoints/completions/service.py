@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from serve_app.config import AppConfig
+from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.completions.models import CompletionRequest
 from serve_app.endpoints.completions.text import TextParser
@@ -56,13 +57,22 @@ class CompletionsService:
 
     async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> CompletionRun:
         request: CompletionRequest = parse(CompletionRequest, body)
-        ref = await self._resolver.resolve(request.model, principal)
         prompts = request.prompts()
+        stop = request.stop
+        limits.check(
+            self._cfg.limits,
+            limits.RequestShape(
+                prompts=len(prompts),
+                n=request.n,
+                stop=[stop] if isinstance(stop, str) else list(stop or []),
+                logit_bias=request.logit_bias,
+            ),
+        )
+        ref = await self._resolver.resolve(request.model, principal)
         many = len(prompts) > 1
         ids = [await asyncio.to_thread(_tokens, p, i if many else None) for i, p in enumerate(prompts)]
         arrived = time.monotonic() if arrived is None else arrived
         run_id = f"cmpl-{uuid.uuid4().hex}"
-        stop = request.stop
         jobs = []
         for i, prompt_ids in enumerate(ids):
             budget = completion_budget(

@@ -16,6 +16,7 @@ from typing import Any
 from pydantic import TypeAdapter
 
 from serve_app.config import AppConfig
+from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.responses import render
 from serve_app.endpoints.responses.models import InputItem, ResponsesRequest
@@ -89,6 +90,20 @@ def as_input(item: dict[str, Any]) -> dict[str, Any]:
     return item
 
 
+def shape(request: ResponsesRequest) -> limits.RequestShape:
+    """What the request's costly fields come to, for ``limits.check``."""
+    schemas = limits.tool_schemas((f"tools.{i}.parameters", t.parameters) for i, t in enumerate(request.tools))
+    fmt = request.text.format if request.text is not None else None
+    if fmt is not None and fmt.schema_ is not None:
+        schemas.append(limits.Schema("text.format.schema", fmt.schema_))
+    return limits.RequestShape(
+        messages=len(request.items),
+        messages_param="input",
+        tools=[t.model_dump(exclude_none=True) for t in request.tools],
+        schemas=schemas,
+    )
+
+
 class ResponsesService:
     def __init__(self, cfg: AppConfig, resolver: ModelResolver, store: Any):
         self._cfg = cfg
@@ -111,6 +126,7 @@ class ResponsesService:
 
     async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
         request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
+        limits.check(self._cfg.limits, shape(request))
         ref = await self._resolver.resolve(request.model, principal)
         if self._store is None:
             # responses.enabled is off: nothing is kept, and the response says so.
@@ -121,6 +137,9 @@ class ResponsesService:
             history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
         new = [i.model_dump(by_alias=True, exclude_none=True) for i in request.items]
         input_items = history + new
+        if len(input_items) > self._cfg.limits.max_messages:
+            # With the stored ones of previous_response_id, which a client cannot see in its own request.
+            limits.check(self._cfg.limits, limits.RequestShape(messages=len(input_items), messages_param="input"))
         items = _ITEMS.validate_python(input_items)
         effort = render.effort(request, self._cfg.sampling_defaults.reasoning_effort)
         prompt = await asyncio.to_thread(
@@ -148,6 +167,7 @@ class ResponsesService:
                 max_tokens=budget,
                 stop_token_ids=prompt.stop_token_ids,
                 structural_tag=prompt.structural_tag,
+                constraint_param=prompt.constraint_param,
             ),
             new_parser=functools.partial(CompletionParser, tools=prompt.tools_offered),
             principal=principal,

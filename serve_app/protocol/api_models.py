@@ -1,0 +1,126 @@
+"""The small response bodies of our own routes, as models (for ``/openapi.json``, and what the handlers build).
+
+Chat, completions and responses bodies are OpenAI's (the ``openai`` SDK's
+models describe them in the document); these are the rest: models, the
+adapter admin API, deletions, health, and the one error shape.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from serve_app.protocol.wire import WireModel
+
+
+class ErrorDetail(BaseModel):
+    message: str
+    type: str
+    param: str | None
+    code: str | None
+
+
+class ErrorBody(BaseModel):
+    """Every error of ours: ``{"error": {...}}`` with the HTTP status (OpenAI's shape)."""
+
+    error: ErrorDetail
+
+
+class Status(BaseModel):
+    status: Literal["ok", "ready"]
+
+
+class ModelCard(BaseModel):
+    id: str
+    object: Literal["model"]
+    created: int
+    owned_by: str
+    # The base model of an adapter ("gpt-oss-20b:<adapter>"); null for the base model.
+    parent: str | None
+    max_model_len: int
+
+
+class ModelList(BaseModel):
+    object: Literal["list"]
+    data: list[ModelCard]
+
+
+class CompletionChunkChoice(BaseModel):
+    index: int
+    text: str
+    logprobs: dict[str, Any] | None = None
+    # null until the choice's last chunk (the SDK's Completion model has no null here).
+    finish_reason: Literal["stop", "length", "content_filter"] | None
+
+
+class CompletionChunk(BaseModel):
+    """One streamed event of ``/v1/completions`` (a usage-only last chunk has no choices)."""
+
+    id: str
+    object: Literal["text_completion"]
+    created: int
+    model: str
+    choices: list[CompletionChunkChoice]
+    usage: dict[str, Any] | None = None
+
+
+class ResponseDeleted(BaseModel):
+    id: str
+    object: Literal["response.deleted"]
+    deleted: Literal[True]
+
+
+class AdapterRegistration(WireModel):
+    """``POST /v1/adapters``: a name, where its files are, and optionally the weights' expected sha256."""
+
+    name: str = Field(min_length=1, description="The adapter's name; clients ask for gpt-oss-20b:<name>.")
+    source: str = Field(
+        min_length=1,
+        description="A folder under an allowed root, s3://, gs://, hf://<org>/<repo> (if allowed), "
+        "or devmodel:adapters/<name> on the dev model.",
+    )
+    sha256: str | None = Field(
+        None, pattern=r"^[0-9a-fA-F]{64}$", description="Refuse the weights unless they hash to this."
+    )
+
+
+class Adapter(BaseModel):
+    """One registered adapter (the registry's row, as the API shows it)."""
+
+    id: str
+    object: Literal["adapter"]
+    name: str
+    base_model: str
+    source: str
+    sha256: str
+    rank: int
+    alpha: float
+    target_modules: list[str]
+    size_bytes: int
+    status: str
+    reason: str | None
+    created_at: float
+    updated_at: float
+    version: int
+
+
+class AdapterList(BaseModel):
+    object: Literal["list"]
+    data: list[Adapter]
+
+
+class AdapterDeleted(BaseModel):
+    id: str
+    object: Literal["adapter"]
+    deleted: Literal[True]
+
+
+class ItemList(BaseModel):
+    """``GET /v1/responses/{id}/input_items``: a page of input items (OpenAI's list shape)."""
+
+    object: Literal["list"]
+    data: list[dict[str, Any]]
+    first_id: str | None
+    last_id: str | None
+    has_more: bool
