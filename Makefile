@@ -31,7 +31,7 @@ SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERV
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
 
-.PHONY: serve test test-unit lint bench soak fuzz devmodel install lock clean-venv
+.PHONY: serve test test-faults test-unit lint bench soak fuzz devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
@@ -91,8 +91,13 @@ soak: devmodel
 	mkdir -p $(BENCH_OUT)
 	$(SERVE_ENV) $(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) --json $(BENCH_OUT)/soak.json $(SOAK_ARGS)
 
+# Everything but the fault tier (make test-faults: kills engines, replicas and
+# actors, and the short soak); CI runs both (.ci/run).
 test: devmodel
-	$(PY) -m pytest -q --durations=25
+	$(PY) -m pytest -q --durations=25 -m "not faults"
+
+test-faults: devmodel
+	$(PY) -m pytest -q --durations=15 -m faults
 
 # The fuzzer (schemathesis, from /openapi.json) at a longer budget than make test's:
 # FUZZ_EXAMPLES per operation in process, FUZZ_LIVE_EXAMPLES against the real engine.

@@ -18,15 +18,20 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from serve_app.router.openapi import OPERATIONS
+from tests.support.fake_router import AUTH, BASE, router_app
 from tests.support.fuzz import cases, fuzz
-from tests.unit.test_router_app import AUTH, BASE, fakes  # noqa: F401  (the router app with fake replica and store)
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 ENGINE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
 
 
 @pytest.fixture(scope="module")
-def router_api(fakes):  # noqa: F811
+def fakes(vocab_dir, tmp_path_factory):
+    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))
+
+
+@pytest.fixture(scope="module")
+def router_api(fakes):
     client, _, _ = fakes
     return schemathesis.openapi.from_asgi("/openapi.json", client.app)
 
@@ -34,7 +39,7 @@ def router_api(fakes):  # noqa: F811
 @pytest.mark.parametrize(
     "path, method, mode", [pytest.param(*c, id=f"{c[1]} {c[0]} {c[2].value}") for c in cases(OPERATIONS)]
 )
-def test_no_request_is_a_server_error(router_api, fakes, path, method, mode):  # noqa: F811
+def test_no_request_is_a_server_error(router_api, fakes, path, method, mode):
     _, replica, _ = fakes
     before = len(replica.requests)
     fuzz(router_api, path, method, mode, headers=AUTH, examples=EXAMPLES, model=BASE)
