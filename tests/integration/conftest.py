@@ -69,6 +69,27 @@ def pytest_collection_finish(session):
         _USED.update(getattr(item, "fixturenames", ()))
 
 
+@pytest.fixture(scope="session", autouse=True)
+def conformance():
+    """Every answer of ours that an httpx client reads (the openai SDK included) is checked against
+    OpenAI's published schemas (tests/support/conformance.py): a shape regression fails the test
+    that met it."""
+    from tests.support import conformance as spec
+
+    patch = pytest.MonkeyPatch()
+    spec.watch_httpx(patch)
+    yield spec.VALIDATED
+    patch.undo()
+
+
+def pytest_terminal_summary(terminalreporter):
+    from tests.support.conformance import VALIDATED
+
+    if VALIDATED:
+        counts = ", ".join(f"{name} {n}" for name, n in sorted(VALIDATED.items()))
+        terminalreporter.write_line(f"conformance: {sum(VALIDATED.values())} bodies and events valid ({counts})")
+
+
 @pytest.fixture(scope="session")
 def devmodel_dir() -> Path:
     from serve_app.devmodel.paths import default_dir

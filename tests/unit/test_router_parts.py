@@ -134,6 +134,7 @@ def test_completion_shape_matches_the_card():
         "reasoning_content": "Think.",
         "reasoning": "Think.",
         "content": "Answer.",
+        "refusal": None,
         "tool_calls": [],
     }
     assert m1["content"] is None and m1["reasoning_content"] is None
@@ -148,7 +149,6 @@ def test_completion_shape_matches_the_card():
         "prompt_tokens": 9,
         "total_tokens": 21,
         "completion_tokens": 12,
-        "prompt_tokens_details": None,
     }
     assert out["choices"][1]["finish_reason"] == "tool_calls" and out["choices"][1]["stop_reason"] == 200012
 

@@ -58,12 +58,18 @@ class ChoiceState:
 
 
 def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
+    # No prompt_tokens_details: OpenAI's spec makes it an object when present,
+    # and the engine's cached-token count does not reach the router.
     return {
         "prompt_tokens": prompt_tokens,
         "total_tokens": prompt_tokens + completion_tokens,
         "completion_tokens": completion_tokens,
-        "prompt_tokens_details": None,
     }
+
+
+def logprobs_object(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
+    """A choice's ``logprobs``: the content tokens; ``refusal`` is required by the spec (gpt-oss never refuses there)."""
+    return None if content is None else {"content": content, "refusal": None}
 
 
 def completion(id: str, created: int, model: str, choices: list[ChoiceState], prompt_tokens: int) -> dict[str, Any]:
@@ -80,9 +86,10 @@ def completion(id: str, created: int, model: str, choices: list[ChoiceState], pr
                     "reasoning_content": c.reasoning or None,
                     "reasoning": c.reasoning or None,
                     "content": c.content if (c.content or not c.tool_calls) else None,
+                    "refusal": None,
                     "tool_calls": c.tool_calls,
                 },
-                "logprobs": None if c.logprobs is None else {"content": c.logprobs},
+                "logprobs": logprobs_object(c.logprobs),
                 "finish_reason": c.finish_reason,
                 "stop_reason": c.stop_reason,
             }
@@ -132,7 +139,7 @@ class ChunkWriter:
         )
 
     def delta(self, index: int, delta: Delta, logprobs: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-        lp = None if logprobs is None else {"content": logprobs}
+        lp = logprobs_object(logprobs)
         return self._chunk([{"index": index, "delta": delta_dict(delta), "logprobs": lp, "finish_reason": None}])
 
     def finish(self, index: int, reason: str, stop_reason: int | str | None) -> dict[str, Any]:

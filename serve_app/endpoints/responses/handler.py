@@ -85,7 +85,7 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
 
     async def input_items(self, request: Request) -> Response:
         record = await self._service.stored(self._s.principal(request), request.path_params["response_id"])
-        data = [{"id": f"item_{i}", **item} for i, item in enumerate(record["input_items"])]
+        data = [listed_item(i, item) for i, item in enumerate(record["input_items"])]
         return json_response(
             {
                 "object": "list",
@@ -95,6 +95,17 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
                 "has_more": False,
             }
         )
+
+
+def listed_item(index: int, item: dict[str, Any]) -> dict[str, Any]:
+    """A stored input item as the list shows it: an id, and a message's text as content parts (OpenAI's shape)."""
+    out = {"id": item.get("id") or f"item_{index}", **item}
+    if out.get("type", "message") == "message":
+        out["type"] = "message"
+        if isinstance(out.get("content"), str):
+            kind = "output_text" if out.get("role") == "assistant" else "input_text"
+            out["content"] = [{"type": kind, "text": out["content"]}]
+    return out
 
 
 async def collect(run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> None:

@@ -153,6 +153,13 @@ class ResponsesRequest(WireModel):
     temperature: float | None = Field(None, ge=0, le=2)
     top_p: float | None = Field(None, ge=0, le=1)
     metadata: dict[str, str] | None = None
+    # Beside sampling: echoed in the response as given (OpenAI's and Open Responses' objects carry them).
+    presence_penalty: float = Field(0.0, ge=-2, le=2)
+    frequency_penalty: float = Field(0.0, ge=-2, le=2)
+    top_logprobs: int = Field(0, ge=0, le=20)
+    max_tool_calls: int | None = Field(None, ge=1)
+    safety_identifier: str | None = Field(None, max_length=64)
+    prompt_cache_key: str | None = None
     store: bool = True
     previous_response_id: str | None = None
     stream: bool = False

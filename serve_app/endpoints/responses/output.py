@@ -47,12 +47,13 @@ class ResponseWriter:
             **self._envelope,
             "status": self.status,
             "output": self.output,
-            "usage": self.usage,
             "incomplete_details": self.incomplete_details,
             "error": self.error,
+            # Null until the response is done (OpenAI: present, null, in created/in_progress).
+            "completed_at": int(time.time()) if self.status in ("completed", "incomplete") else None,
         }
-        if self.status in ("completed", "incomplete"):
-            out["completed_at"] = int(time.time())
+        if self.usage is not None:
+            out["usage"] = self.usage
         return out
 
     def _event(self, type: str, **fields: Any) -> dict[str, Any]:

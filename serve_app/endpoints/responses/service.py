@@ -15,7 +15,7 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
-from serve_app.config import AppConfig
+from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.responses import render
@@ -45,8 +45,14 @@ class ResponseRun:
     input_items: list[dict[str, Any]]
 
 
-def _envelope(id: str, request: ResponsesRequest, effort: str) -> dict[str, Any]:
-    """The response object's fields that come from the request."""
+def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: SamplingDefaults) -> dict[str, Any]:
+    """The response object's fields that come from the request, with the settings in effect.
+
+    As OpenAI's spec has them: sampling as used (the config's defaults where the
+    request left a field out), tools with ``strict`` and ``parameters`` (null
+    when not given), ``user`` and ``usage`` left out when there are none (the
+    spec has them as non-null when present).
+    """
     fmt = request.text.format if request.text is not None else None
     text_format: dict[str, Any] = {"type": "text"}
     if fmt is not None and fmt.type != "text":
@@ -60,16 +66,32 @@ def _envelope(id: str, request: ResponsesRequest, effort: str) -> dict[str, Any]
         "instructions": request.instructions,
         "metadata": request.metadata or {},
         "parallel_tool_calls": request.parallel_tool_calls,
-        "temperature": request.temperature,
-        "top_p": request.top_p,
+        "temperature": defaults.temperature if request.temperature is None else request.temperature,
+        "top_p": defaults.top_p if request.top_p is None else request.top_p,
+        "presence_penalty": request.presence_penalty,
+        "frequency_penalty": request.frequency_penalty,
+        "top_logprobs": request.top_logprobs,
         "tool_choice": choice if isinstance(choice, str) else choice.model_dump(),
-        "tools": [t.model_dump(exclude_none=True) for t in request.tools],
+        "tools": [
+            {
+                "type": "function",
+                "name": t.name,
+                "description": t.description,
+                "parameters": t.parameters,
+                "strict": t.strict,
+            }
+            for t in request.tools
+        ],
         "max_output_tokens": request.max_output_tokens,
+        "max_tool_calls": request.max_tool_calls,
         "previous_response_id": request.previous_response_id,
         "reasoning": {"effort": effort, "summary": None},
         "text": {"format": text_format},
         "store": request.store,
-        "user": request.user,
+        **({"user": request.user} if request.user is not None else {}),
+        "safety_identifier": request.safety_identifier,
+        "prompt_cache_key": request.prompt_cache_key,
+        "service_tier": "default",
         "truncation": "disabled",
         "background": False,
     }
@@ -173,4 +195,4 @@ class ResponsesService:
             principal=principal,
             arrived=time.monotonic() if arrived is None else arrived,
         )
-        return ResponseRun(request, job, ResponseWriter(_envelope(id, request, effort)), input_items)
+        return ResponseRun(request, job, ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults)), input_items)
