@@ -45,7 +45,7 @@ def _json_path(loc: tuple) -> str:
 
 
 # Discriminator values of the Responses API's input items, which pydantic puts in locations.
-_TAGS = {"message", "function_call", "function_call_output", "reasoning", "unsupported"}
+_TAGS = {"message", "function_call", "function_call_output", "reasoning", "item_reference", "unsupported"}
 
 
 def validation_error(e: ValidationError, deepest: bool = False) -> InvalidRequest:

@@ -112,17 +112,21 @@ class _Stream:
 
 
 class FakeStore:
-    def __init__(self):
-        self.rows = {}
-        self.put = _Call(
-            lambda owner, response, items: self.rows.__setitem__((owner, response["id"]), (response, items))
-        )
-        self.get = _Call(self._get)
-        self.delete = _Call(lambda owner, id: self.rows.pop((owner, id), None) is not None)
+    """The response store's handle, on the real SQLite table (``ResponseDB``) in a temporary folder."""
 
-    def _get(self, owner, id):
-        row = self.rows.get((owner, id))
-        return None if row is None else {"response": row[0], "input_items": row[1]}
+    def __init__(self, folder: Path):
+        from serve_app.endpoints.responses.store import ResponseDB
+
+        self.db = ResponseDB(folder / "responses.sqlite3", retention_s=3600, max_stored=1000)
+        self.put, self.get, self.delete, self.items = (
+            _Call(self.db.put),
+            _Call(self.db.get),
+            _Call(self.db.delete),
+            _Call(self.db.items),
+        )
+
+    def count(self) -> int:
+        return self.db._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
 RUNNING = {"replicas": 1}
@@ -142,7 +146,7 @@ def router_app(vocab_dir: Path, tmp: Path) -> Iterator[tuple[TestClient, FakeRep
     keys = tmp / "keys.yaml"
     keys.write_text(json.dumps([{"key": KEY, "name": "a"}, {"key": OTHER_KEY, "name": "b"}]))
     os.environ["SERVE_APP_ADMIN_KEY"] = ""
-    replica, store = FakeReplica(), FakeStore()
+    replica, store = FakeReplica(), FakeStore(tmp)
     config = {
         "model": {
             "path": "devmodel:gptoss",

@@ -213,9 +213,9 @@ def test_stored_responses_are_per_tenant_and_continue(client, fakes):
     assert "I need the weather." not in prompt and "Hello there!" in prompt
     assert client.delete(f"/v1/responses/{first['id']}", headers=AUTH).json()["deleted"] is True
     _error(client.delete(f"/v1/responses/{first['id']}", headers=AUTH), 404)
-    before = len(store.rows)
+    before = store.count()
     client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": "Hi", "store": False})
-    assert len(store.rows) == before
+    assert store.count() == before
 
 
 @pytest.mark.parametrize(
@@ -520,3 +520,33 @@ def test_openapi_document_is_valid_and_names_every_route_and_nothing_else(client
     chat = schemas["ChatCompletionRequest"]
     assert {"messages", "model", "logit_bias", "response_format"} <= set(chat["properties"])
     assert {"ChatCompletion", "ChatCompletionChunk", "Response", "ResponseStreamEvent", "Adapter"} <= set(schemas)
+
+
+def test_item_references_replay_the_callers_stored_items(client, fakes):
+    """A tool loop as a Responses agent SDK runs it by default: step 2 names step 1's items by id."""
+    _, replica, _ = fakes
+    replica.reply = TOOL_CALL
+    first = client.post(
+        "/v1/responses", headers=AUTH, json={"model": BASE, "input": "Weather in Paris?", "tools": [WEATHER]}
+    ).json()
+    reasoning, call = first["output"][0], first["output"][1]
+    assert reasoning["type"] == "reasoning" and call["type"] == "function_call"
+    replica.reply = REASONING_THEN_FINAL
+    step2 = [
+        {"role": "user", "content": "Weather in Paris?"},
+        {"type": "item_reference", "id": reasoning["id"]},
+        {"id": call["id"]},  # type left out, as OpenAI's spec allows
+        {"type": "function_call_output", "call_id": call["call_id"], "output": "21C"},
+    ]
+    r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": step2, "tools": [WEATHER]})
+    assert r.status_code == 200, r.text
+    prompt = _decode(replica.requests[-1].prompt_token_ids)
+    assert "I need the weather." in prompt and "to=functions.get_weather" in prompt and "21C" in prompt
+    # Another tenant's item, an unknown one, one of a deleted response: the same 404, naming it.
+    for headers, ref in ((OTHER, reasoning["id"]), (AUTH, "rs_nope")):
+        r = client.post("/v1/responses", headers=headers, json={"model": BASE, "input": [{"id": ref}]})
+        err = _error(r, 404)
+        assert err["param"] == "input.0.id" and ref in err["message"]
+    assert client.delete(f"/v1/responses/{first['id']}", headers=AUTH).status_code == 200
+    r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": [{"id": call["id"]}]})
+    _error(r, 404)

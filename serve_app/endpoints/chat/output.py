@@ -68,7 +68,7 @@ def usage(prompt_tokens: int, completion_tokens: int) -> dict[str, Any]:
 
 
 def logprobs_object(content: list[dict[str, Any]] | None) -> dict[str, Any] | None:
-    """A choice's ``logprobs``: the content tokens; ``refusal`` is required by the spec (gpt-oss never refuses there)."""
+    """A choice's ``logprobs``: its content tokens, and ``refusal`` (the spec requires it; always null here)."""
     return None if content is None else {"content": content, "refusal": None}
 
 

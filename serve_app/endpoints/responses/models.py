@@ -76,9 +76,23 @@ class ReasoningItem(WireModel):
         return _text(self.content) if self.content else _text(self.summary)
 
 
+class ItemReference(WireModel):
+    """An item of a stored response, by its id (OpenAI's ``ItemReferenceParam``: ``type`` may be left out)."""
+
+    type: Literal["item_reference"] = "item_reference"
+    id: str = Field(min_length=1, max_length=256)
+
+
+KINDS = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
+
+
 def _item_kind(v: Any) -> str:
-    kind = v.get("type", "message") if isinstance(v, dict) else getattr(v, "type", "message")
-    return kind if kind in ("message", "function_call", "function_call_output", "reasoning") else "unsupported"
+    if isinstance(v, dict):
+        default = "item_reference" if "role" not in v and "id" in v else "message"
+        kind = v.get("type", default)
+    else:
+        kind = getattr(v, "type", "message")
+    return kind if kind in KINDS else "unsupported"
 
 
 class UnsupportedItem(WireModel):
@@ -88,7 +102,7 @@ class UnsupportedItem(WireModel):
     def _refuse(self) -> UnsupportedItem:
         raise ValueError(
             f"input items of type {self.type!r} are not supported "
-            "(message, function_call, function_call_output, reasoning)"
+            "(message, function_call, function_call_output, reasoning, item_reference)"
         )
 
 
@@ -97,6 +111,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallItem, Tag("function_call")]
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
+    | Annotated[ItemReference, Tag("item_reference")]
     | Annotated[UnsupportedItem, Tag("unsupported")],
     Discriminator(_item_kind),
 ]

@@ -19,7 +19,7 @@ from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.responses import render
-from serve_app.endpoints.responses.models import InputItem, ResponsesRequest
+from serve_app.endpoints.responses.models import InputItem, ItemReference, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
 from serve_app.harmony.chat import prepare_conversation
 from serve_app.harmony.parse import CompletionParser
@@ -142,6 +142,29 @@ class ResponsesService:
         if self._store is None or not await self._store.delete.remote(principal.name, id):
             raise ResponseNotFound(f"Response with id '{id}' not found.")
 
+    async def _resolve_references(self, principal: Principal, items: list[Any]) -> list[dict[str, Any]]:
+        """The request's input items, each ``item_reference`` replaced by the caller's stored item.
+
+        An id that is unknown, expired or another tenant's is the same 404,
+        naming it: a reference never reaches another tenant's data.
+        """
+        wanted = [i.id for i in items if isinstance(i, ItemReference)]
+        found: dict[str, dict[str, Any]] = {}
+        if wanted:
+            if self._store is not None:
+                found = await self._store.items.remote(principal.name, sorted(set(wanted)))
+            for index, item in enumerate(items):
+                if isinstance(item, ItemReference) and item.id not in found:
+                    raise ResponseNotFound(f"Item with id '{item.id}' not found.", param=f"input.{index}.id")
+        out = []
+        for item in items:
+            if isinstance(item, ItemReference):
+                # Only output items carry ids in the store (input items are kept without theirs).
+                out.append(as_input(found[item.id]))
+            else:
+                out.append(item.model_dump(by_alias=True, exclude_none=True))
+        return out
+
     async def save(self, run: ResponseRun) -> None:
         if run.request.store and self._store is not None:
             await self._store.put.remote(run.job.principal.name, run.writer.response(), run.input_items)
@@ -157,7 +180,7 @@ class ResponsesService:
         if request.previous_response_id:
             record = await self.stored(principal, request.previous_response_id, "previous_response_id")
             history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
-        new = [i.model_dump(by_alias=True, exclude_none=True) for i in request.items]
+        new = await self._resolve_references(principal, request.items)
         input_items = history + new
         if len(input_items) > self._cfg.limits.max_messages:
             # With the stored ones of previous_response_id, which a client cannot see in its own request.
@@ -195,4 +218,5 @@ class ResponsesService:
             principal=principal,
             arrived=time.monotonic() if arrived is None else arrived,
         )
-        return ResponseRun(request, job, ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults)), input_items)
+        writer = ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults))
+        return ResponseRun(request, job, writer, input_items)

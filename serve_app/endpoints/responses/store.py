@@ -34,6 +34,15 @@ CREATE TABLE IF NOT EXISTS responses (
     input_items TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS responses_created ON responses (created);
+-- Every item of a stored response by its own id (rs_..., msg_..., fc_...), for item_reference inputs.
+CREATE TABLE IF NOT EXISTS items (
+    id TEXT NOT NULL,
+    owner TEXT NOT NULL,
+    response_id TEXT NOT NULL,
+    item TEXT NOT NULL,
+    PRIMARY KEY (owner, id)
+);
+CREATE INDEX IF NOT EXISTS items_response ON items (response_id);
 """
 
 
@@ -52,10 +61,17 @@ class ResponseDB:
 
     def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
         now = time.time()
-        self._db.execute(
-            "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
-            (response["id"], owner, now, now + self._retention_s, json.dumps(response), json.dumps(input_items)),
-        )
+        items = [i for i in [*input_items, *response.get("output", [])] if isinstance(i.get("id"), str)]
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
+                (response["id"], owner, now, now + self._retention_s, json.dumps(response), json.dumps(input_items)),
+            )
+            self._db.executemany(
+                "INSERT OR REPLACE INTO items VALUES (?, ?, ?, ?)",
+                [(i["id"], owner, response["id"], json.dumps(i)) for i in items],
+            )
         self._writes += 1
         if self._writes % PRUNE_EVERY == 0:
             self.prune()
@@ -69,16 +85,35 @@ class ResponseDB:
             return None
         return {"response": json.loads(row[0]), "input_items": json.loads(row[1])}
 
+    def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        """The stored items of ``owner`` with these ids (of responses not expired); others are absent."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        rows = self._db.execute(
+            f"SELECT items.id, items.item FROM items JOIN responses ON responses.id = items.response_id "
+            f"AND responses.owner = items.owner WHERE items.owner = ? AND items.id IN ({marks}) "
+            "AND responses.expires > ?",
+            (owner, *ids, time.time()),
+        ).fetchall()
+        return {id: json.loads(item) for id, item in rows}
+
     def delete(self, owner: str, id: str) -> bool:
-        cur = self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (id, owner))
+        with self._db:
+            self._db.execute("BEGIN")
+            cur = self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (id, owner))
+            self._db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (id, owner))
         return cur.rowcount > 0
 
     def prune(self) -> None:
-        self._db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
-        self._db.execute(
-            "DELETE FROM responses WHERE id IN (SELECT id FROM responses ORDER BY created DESC LIMIT -1 OFFSET ?)",
-            (self._max,),
-        )
+        with self._db:
+            self._db.execute("BEGIN")
+            self._db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
+            self._db.execute(
+                "DELETE FROM responses WHERE id IN (SELECT id FROM responses ORDER BY created DESC LIMIT -1 OFFSET ?)",
+                (self._max,),
+            )
+            self._db.execute("DELETE FROM items WHERE response_id NOT IN (SELECT id FROM responses)")
 
 
 class ResponseStore:
@@ -91,6 +126,9 @@ class ResponseStore:
 
     async def get(self, owner: str, id: str) -> dict[str, Any] | None:
         return self._db.get(owner, id)
+
+    async def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
+        return self._db.items(owner, ids)
 
     async def delete(self, owner: str, id: str) -> bool:
         return self._db.delete(owner, id)
