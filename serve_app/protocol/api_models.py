@@ -116,6 +116,11 @@ class AdapterDeleted(BaseModel):
     deleted: Literal[True]
 
 
+class InputTokens(BaseModel):
+    object: Literal["response.input_tokens"]
+    input_tokens: int
+
+
 class ItemList(BaseModel):
     """``GET /v1/responses/{id}/input_items``: a page of input items (OpenAI's list shape)."""
 

@@ -131,6 +131,7 @@ class Router:
             Route("/v1/chat/completions", g(self._chat.create), methods=["POST"]),
             Route("/v1/completions", g(self._completions.create), methods=["POST"]),
             Route("/v1/responses", g(self._responses.create), methods=["POST"]),
+            Route("/v1/responses/input_tokens", g(self._responses.input_tokens), methods=["POST"]),
             Route("/v1/responses/{response_id}", g(self._responses.get), methods=["GET"]),
             Route("/v1/responses/{response_id}", g(self._responses.delete), methods=["DELETE"]),
             Route("/v1/responses/{response_id}/input_items", g(self._responses.input_items), methods=["GET"]),

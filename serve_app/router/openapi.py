@@ -75,6 +75,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/responses", "post", "Create a response (stored unless store is false)", "responses", "Response",
         request="ResponsesRequest", stream="ResponseStreamEvent", errors=frozenset(_INFERENCE_ERRORS),
     ),
+    Operation(
+        "/v1/responses/input_tokens", "post", "Count a response request's input tokens (its Harmony prompt)",
+        "responses", "InputTokens", request="ResponsesRequest", errors=frozenset(_INFERENCE_ERRORS - {"429", "503"}),
+    ),
     Operation("/v1/responses/{response_id}", "get", "A stored response", "responses", "Response"),
     Operation("/v1/responses/{response_id}", "delete", "Delete a stored response", "responses", "ResponseDeleted"),
     Operation(
@@ -124,6 +128,7 @@ def _models() -> dict[str, Any]:
         "ModelCard": api.ModelCard,
         "ResponseDeleted": api.ResponseDeleted,
         "ItemList": api.ItemList,
+        "InputTokens": api.InputTokens,
         "Adapter": api.Adapter,
         "AdapterList": api.AdapterList,
         "AdapterDeleted": api.AdapterDeleted,

@@ -23,6 +23,7 @@ ROOTS = (
     "ListModelsResponse",
     "Model",
     "ResponseItemList",
+    "TokenCountsResource",
 )
 PREFIX = "#/components/schemas/"
 

@@ -109,6 +109,7 @@ _ROUTES: list[tuple[re.Pattern[str], str, str | None]] = [
     (re.compile(r"/v1/chat/completions$"), "CreateChatCompletionResponse", "CreateChatCompletionStreamResponse"),
     (re.compile(r"/v1/completions$"), "CreateCompletionResponse", "CreateCompletionResponse"),
     (re.compile(r"/v1/responses$"), "Response", "event"),
+    (re.compile(r"/v1/responses/input_tokens$"), "TokenCountsResource", None),
     (re.compile(r"/v1/responses/[^/]+/input_items$"), "ResponseItemList", None),
     (re.compile(r"/v1/responses/[^/]+$"), "Response", None),
     (re.compile(r"/v1/models$"), "ListModelsResponse", None),

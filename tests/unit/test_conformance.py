@@ -129,3 +129,16 @@ def test_models_and_errors_conform(app):
     ):
         assert r.status_code >= 400
         conform("ErrorResponse", r.json())
+
+
+def test_input_tokens_counts_what_a_generation_renders(app):
+    client, _ = app
+    body = {"model": BASE, "input": "Weather in Paris?", "instructions": "Be brief.", "tools": [WEATHER]}
+    counted = client.post("/v1/responses/input_tokens", headers=AUTH, json=body)
+    assert counted.status_code == 200, counted.text
+    conform("TokenCountsResource", counted.json())
+    made = client.post("/v1/responses", headers=AUTH, json=body).json()
+    assert counted.json()["input_tokens"] == made["usage"]["input_tokens"]
+    # model is optional here, as in OpenAI's API
+    without = client.post("/v1/responses/input_tokens", headers=AUTH, json={"input": "Weather in Paris?"})
+    assert without.status_code == 200 and 0 < without.json()["input_tokens"] < counted.json()["input_tokens"]

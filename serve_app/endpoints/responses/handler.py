@@ -74,6 +74,10 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
                     yield sse.event(e["type"], e)
             event = await anext(events, None)
 
+    async def input_tokens(self, request: Request) -> Response:
+        body = await self._s.body(request)
+        return json_response(await self._service.input_tokens(body, self._s.principal(request)))
+
     async def get(self, request: Request) -> Response:
         record = await self._service.stored(self._s.principal(request), request.path_params["response_id"])
         return json_response(record["response"])

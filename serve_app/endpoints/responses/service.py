@@ -21,7 +21,7 @@ from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.responses import render
 from serve_app.endpoints.responses.models import InputItem, ItemReference, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
-from serve_app.harmony.chat import prepare_conversation
+from serve_app.harmony.chat import HarmonyPrompt, prepare_conversation
 from serve_app.harmony.parse import CompletionParser
 from serve_app.protocol.errors import RouteNotFound
 from serve_app.protocol.wire import parse
@@ -169,13 +169,11 @@ class ResponsesService:
         if run.request.store and self._store is not None:
             await self._store.put.remote(run.job.principal.name, run.writer.response(), run.input_items)
 
-    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
-        request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
+    async def _prepare(
+        self, request: ResponsesRequest, principal: Principal
+    ) -> tuple[HarmonyPrompt, list[dict[str, Any]], str]:
+        """The request as a Harmony prompt: its history, references and tools; the items it stands on; the effort."""
         limits.check(self._cfg.limits, shape(request))
-        ref = await self._resolver.resolve(request.model, principal)
-        if self._store is None:
-            # responses.enabled is off: nothing is kept, and the response says so.
-            request.store = False
         history: list[dict[str, Any]] = []
         if request.previous_response_id:
             record = await self.stored(principal, request.previous_response_id, "previous_response_id")
@@ -194,6 +192,24 @@ class ResponsesService:
             render.rules(request),
             effort,
         )
+        return prompt, input_items, effort
+
+    async def input_tokens(self, body: Any, principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        """``POST /v1/responses/input_tokens``: the prompt's length as a generation would render it."""
+        if isinstance(body, dict) and not body.get("model"):
+            body = {**body, "model": self._cfg.model.served_name}  # optional here, as in OpenAI's API
+        request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
+        await self._resolver.resolve(request.model, principal)
+        prompt, _, _ = await self._prepare(request, principal)
+        return {"object": "response.input_tokens", "input_tokens": len(prompt.prompt_token_ids)}
+
+    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
+        request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
+        ref = await self._resolver.resolve(request.model, principal)
+        if self._store is None:
+            # responses.enabled is off: nothing is kept, and the response says so.
+            request.store = False
+        prompt, input_items, effort = await self._prepare(request, principal)
         budget = completion_budget(
             self._cfg.model.max_model_len,
             len(prompt.prompt_token_ids),
