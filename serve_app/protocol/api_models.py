@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, ConfigDict, Field
 
 from serve_app.protocol.wire import WireModel
 
@@ -116,16 +116,38 @@ class AdapterDeleted(BaseModel):
     deleted: Literal[True]
 
 
+class Conversation(BaseModel):
+    id: str
+    object: Literal["conversation"]
+    created_at: int
+    metadata: dict[str, str]
+
+
+class ConversationDeleted(BaseModel):
+    id: str
+    object: Literal["conversation.deleted"]
+    deleted: Literal[True]
+
+
 class InputTokens(BaseModel):
     object: Literal["response.input_tokens"]
     input_tokens: int
 
 
+class Item(BaseModel):
+    """An item of a response or conversation (a message, function call or output, reasoning), with its id."""
+
+    model_config = ConfigDict(extra="allow")
+
+    id: str
+    type: str
+
+
 class ItemList(BaseModel):
-    """``GET /v1/responses/{id}/input_items``: a page of input items (OpenAI's list shape)."""
+    """A page of items (a response's input items, a conversation's items): OpenAI's list shape."""
 
     object: Literal["list"]
-    data: list[dict[str, Any]]
+    data: list[Item]
     first_id: str | None
     last_id: str | None
     has_more: bool

@@ -27,6 +27,7 @@ from starlette.routing import Route
 from serve_app.config import AppConfig
 from serve_app.endpoints.chat.handler import ChatEndpoint
 from serve_app.endpoints.completions.handler import CompletionsEndpoint
+from serve_app.endpoints.conversations.handler import ConversationsEndpoint
 from serve_app.endpoints.responses.handler import ResponsesEndpoint
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 from serve_app.heap import freeze_startup_heap
@@ -54,6 +55,7 @@ logger = logging.getLogger("ray.serve")
 READY_TIMEOUT_S = 5.0
 MODELS_PATH = "/v1/models"
 OPENAPI_PATH = "/openapi.json"
+CONVERSATIONS = "/v1/conversations"
 Handler = Callable[[Request], Awaitable[Response]]
 
 
@@ -109,7 +111,8 @@ class Router:
         )
         self._chat = ChatEndpoint(self._services)
         self._completions = CompletionsEndpoint(self._services)
-        self._responses = ResponsesEndpoint(self._services)
+        self._conversations = ConversationsEndpoint(self._services)
+        self._responses = ResponsesEndpoint(self._services, self._conversations.service)
         self._created = int(time.time())
         self._openapi_doc: dict | None = None
         # Not `app`: Serve's ingress wrapper owns that name.
@@ -121,7 +124,8 @@ class Router:
         return self.http
 
     def _build_app(self) -> Starlette:
-        g = self._guard
+        g, c = self._guard, self._conversations
+        conv = CONVERSATIONS + "/{conversation_id}"
         routes = [
             Route("/health", g(self._health), methods=["GET"]),
             Route("/ready", g(self._ready), methods=["GET"]),
@@ -135,6 +139,14 @@ class Router:
             Route("/v1/responses/{response_id}", g(self._responses.get), methods=["GET"]),
             Route("/v1/responses/{response_id}", g(self._responses.delete), methods=["DELETE"]),
             Route("/v1/responses/{response_id}/input_items", g(self._responses.input_items), methods=["GET"]),
+            Route(CONVERSATIONS, g(c.create), methods=["POST"]),
+            Route(conv, g(c.get), methods=["GET"]),
+            Route(conv, g(c.update), methods=["POST"]),
+            Route(conv, g(c.delete), methods=["DELETE"]),
+            Route(conv + "/items", g(c.add_items), methods=["POST"]),
+            Route(conv + "/items", g(c.list_items), methods=["GET"]),
+            Route(conv + "/items/{item_id}", g(c.get_item), methods=["GET"]),
+            Route(conv + "/items/{item_id}", g(c.delete_item), methods=["DELETE"]),
             Route(ADAPTERS_PATH, g(self._adapters), methods=["GET", "POST"]),
             Route(ADAPTERS_PATH + "/{name:path}", g(self._adapters), methods=["GET", "DELETE"]),
         ]

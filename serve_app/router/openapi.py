@@ -49,6 +49,7 @@ class Operation:
     stream: str | None = None  # the component of one streamed event, when the body can ask for SSE
     status: str = "200"
     errors: frozenset[str] = frozenset(_COMMON_ERRORS)
+    body_required: bool = True
 
 
 OPERATIONS: tuple[Operation, ...] = (
@@ -85,6 +86,35 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/responses/{response_id}/input_items", "get", "A stored response's input items", "responses", "ItemList"
     ),
     Operation(
+        "/v1/conversations", "post", "Create a conversation (optionally with items)", "conversations",
+        "Conversation", request="CreateConversation", body_required=False,
+    ),
+    Operation("/v1/conversations/{conversation_id}", "get", "A conversation", "conversations", "Conversation"),
+    Operation(
+        "/v1/conversations/{conversation_id}", "post", "Update a conversation's metadata", "conversations",
+        "Conversation", request="UpdateConversation",
+    ),
+    Operation(
+        "/v1/conversations/{conversation_id}", "delete", "Delete a conversation and its items", "conversations",
+        "ConversationDeleted",
+    ),
+    Operation(
+        "/v1/conversations/{conversation_id}/items", "post", "Add items to a conversation", "conversations",
+        "ItemList", request="AddItems",
+    ),
+    Operation(
+        "/v1/conversations/{conversation_id}/items", "get", "A conversation's items (paginated: limit, order, after)",
+        "conversations", "ItemList",
+    ),
+    Operation(
+        "/v1/conversations/{conversation_id}/items/{item_id}", "get", "One item of a conversation",
+        "conversations", "Item",
+    ),
+    Operation(
+        "/v1/conversations/{conversation_id}/items/{item_id}", "delete", "Delete an item (answers the conversation)",
+        "conversations", "Conversation",
+    ),
+    Operation(
         "/v1/adapters", "get", "Registered adapters", "adapters", "AdapterList", security="AdminKey",
         errors=frozenset(_ADMIN_ERRORS),
     ),
@@ -111,6 +141,7 @@ def _models() -> dict[str, Any]:
 
     from serve_app.endpoints.chat.models import ChatCompletionRequest
     from serve_app.endpoints.completions.models import CompletionRequest
+    from serve_app.endpoints.conversations.service import AddItems, CreateConversation, UpdateConversation
     from serve_app.endpoints.responses.models import ResponsesRequest
 
     return {
@@ -129,6 +160,12 @@ def _models() -> dict[str, Any]:
         "ResponseDeleted": api.ResponseDeleted,
         "ItemList": api.ItemList,
         "InputTokens": api.InputTokens,
+        "Conversation": api.Conversation,
+        "ConversationDeleted": api.ConversationDeleted,
+        "Item": api.Item,
+        "CreateConversation": CreateConversation,
+        "UpdateConversation": UpdateConversation,
+        "AddItems": AddItems,
         "Adapter": api.Adapter,
         "AdapterList": api.AdapterList,
         "AdapterDeleted": api.AdapterDeleted,
@@ -214,7 +251,7 @@ def _operation(op: Operation) -> dict[str, Any]:
             {"name": p, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}} for p in params
         ]
     if op.request is not None:
-        out["requestBody"] = {"required": True, "content": {"application/json": _json(op.request)}}
+        out["requestBody"] = {"required": op.body_required, "content": {"application/json": _json(op.request)}}
     out["security"] = [{op.security: []}] if op.security else []
     return out
 

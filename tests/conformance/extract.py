@@ -24,6 +24,10 @@ ROOTS = (
     "Model",
     "ResponseItemList",
     "TokenCountsResource",
+    "ConversationResource",
+    "ConversationItemList",
+    "ConversationItem",
+    "DeletedConversationResource",
 )
 PREFIX = "#/components/schemas/"
 

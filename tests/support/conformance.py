@@ -112,6 +112,9 @@ _ROUTES: list[tuple[re.Pattern[str], str, str | None]] = [
     (re.compile(r"/v1/responses/input_tokens$"), "TokenCountsResource", None),
     (re.compile(r"/v1/responses/[^/]+/input_items$"), "ResponseItemList", None),
     (re.compile(r"/v1/responses/[^/]+$"), "Response", None),
+    (re.compile(r"/v1/conversations/[^/]+/items$"), "ConversationItemList", None),
+    (re.compile(r"/v1/conversations/[^/]+/items/[^/]+$"), "ConversationItem", None),
+    (re.compile(r"/v1/conversations(/[^/]+)?$"), "ConversationResource", None),
     (re.compile(r"/v1/models$"), "ListModelsResponse", None),
     (re.compile(r"/v1/models/.+$"), "Model", None),
 ]

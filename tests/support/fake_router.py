@@ -112,21 +112,24 @@ class _Stream:
 
 
 class FakeStore:
-    """The response store's handle, on the real SQLite table (``ResponseDB``) in a temporary folder."""
+    """A handle on a real ``ResponseStore`` (its SQLite in a temporary folder), called in process."""
 
     def __init__(self, folder: Path):
-        from serve_app.endpoints.responses.store import ResponseDB
+        from serve_app.endpoints.responses.store import ResponseStore
 
-        self.db = ResponseDB(folder / "responses.sqlite3", retention_s=3600, max_stored=1000)
-        self.put, self.get, self.delete, self.items = (
-            _Call(self.db.put),
-            _Call(self.db.get),
-            _Call(self.db.delete),
-            _Call(self.db.items),
-        )
+        self.store = ResponseStore({"model": {"path": "m"}, "responses": {"store_dir": str(folder / "responses")}})
+
+    def __getattr__(self, name: str):
+        method = getattr(self.store, name)
+
+        class _Remote:
+            async def remote(self, *args, **kwargs):
+                return await method(*args, **kwargs)
+
+        return _Remote()
 
     def count(self) -> int:
-        return self.db._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
+        return self.store._db.connection.execute("SELECT COUNT(*) FROM responses").fetchone()[0]
 
 
 RUNNING = {"replicas": 1}

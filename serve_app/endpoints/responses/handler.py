@@ -8,6 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.endpoints.conversations.service import ConversationService
 from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
 from serve_app.protocol.errors import EngineUnavailable, ServeAppError
 from serve_app.router import sse
@@ -23,9 +24,9 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
     # The Responses API's stream ends with its response.completed (or .failed) event.
     done = None
 
-    def __init__(self, services: Services):
+    def __init__(self, services: Services, conversations: ConversationService):
         super().__init__(services)
-        self._service = ResponsesService(services.cfg, services.models, services.responses_store)
+        self._service = ResponsesService(services.cfg, services.models, services.responses_store, conversations)
 
     async def accept(self, body: Any, principal: Principal, arrived: float) -> ResponseRun:
         return await self._service.accept(body, principal, arrived)

@@ -177,6 +177,8 @@ class ResponsesRequest(WireModel):
     prompt_cache_key: str | None = None
     store: bool = True
     previous_response_id: str | None = None
+    # A conversation (its id, or {"id": ...}): its items are the history; the response's items are added to it.
+    conversation: str | dict[str, Any] | None = None
     stream: bool = False
     user: str | None = None
     # Beside OpenAI's fields, as vLLM's server takes them.
@@ -196,6 +198,8 @@ class ResponsesRequest(WireModel):
             raise ValueError("metadata: at most 16 pairs")
         if isinstance(self.input, list) and not self.input and not self.previous_response_id:
             raise ValueError("input: must not be empty")
+        if self.conversation is not None and self.previous_response_id:
+            raise ValueError("conversation and previous_response_id cannot be used together")
         return self
 
     @property

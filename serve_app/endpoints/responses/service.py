@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pydantic import TypeAdapter
@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
+from serve_app.endpoints.conversations.service import ConversationService, conversation_id
 from serve_app.endpoints.responses import render
 from serve_app.endpoints.responses.models import InputItem, ItemReference, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
@@ -43,6 +44,9 @@ class ResponseRun:
     writer: ResponseWriter
     # The whole conversation this response answers, as input items (stored with it).
     input_items: list[dict[str, Any]]
+    # The items of this request itself (added to its conversation, if it has one).
+    new_items: list[dict[str, Any]] = field(default_factory=list)
+    conversation: str | None = None
 
 
 def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: SamplingDefaults) -> dict[str, Any]:
@@ -94,19 +98,24 @@ def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: Samplin
         "service_tier": "default",
         "truncation": "disabled",
         "background": False,
+        "conversation": {"id": conv} if (conv := conversation_id(request.conversation)) else None,
     }
 
 
 def as_input(item: dict[str, Any]) -> dict[str, Any]:
     """An output item as the input item that replays it."""
     if item["type"] == "message":
+        role = item.get("role", "assistant")
+        part = "output_text" if role == "assistant" else "input_text"
         return {
             "type": "message",
-            "role": "assistant",
-            "content": [{"type": "output_text", "text": p.get("text", "")} for p in item.get("content", [])],
+            "role": role,
+            "content": [{"type": part, "text": p.get("text", "")} for p in item.get("content", [])],
         }
     if item["type"] == "function_call":
         return {k: item[k] for k in ("type", "call_id", "name", "arguments")}
+    if item["type"] == "function_call_output":
+        return {k: item[k] for k in ("type", "call_id", "output")}
     if item["type"] == "reasoning":
         return {"type": "reasoning", "summary": [], "content": item.get("content") or []}
     return item
@@ -127,10 +136,11 @@ def shape(request: ResponsesRequest) -> limits.RequestShape:
 
 
 class ResponsesService:
-    def __init__(self, cfg: AppConfig, resolver: ModelResolver, store: Any):
+    def __init__(self, cfg: AppConfig, resolver: ModelResolver, store: Any, conversations: ConversationService):
         self._cfg = cfg
         self._resolver = resolver
         self._store = store
+        self._conversations = conversations
 
     async def stored(self, principal: Principal, id: str, param: str | None = None) -> dict[str, Any]:
         record = await self._store.get.remote(principal.name, id) if self._store is not None else None
@@ -166,18 +176,24 @@ class ResponsesService:
         return out
 
     async def save(self, run: ResponseRun) -> None:
+        """Keep the finished response (``store``) and add its items to its conversation, if any."""
         if run.request.store and self._store is not None:
             await self._store.put.remote(run.job.principal.name, run.writer.response(), run.input_items)
+        if run.conversation is not None and run.writer.status == "completed":
+            await self._conversations.append(run.job.principal, run.conversation, run.new_items + run.writer.output)
 
     async def _prepare(
         self, request: ResponsesRequest, principal: Principal
-    ) -> tuple[HarmonyPrompt, list[dict[str, Any]], str]:
-        """The request as a Harmony prompt: its history, references and tools; the items it stands on; the effort."""
+    ) -> tuple[HarmonyPrompt, list[dict[str, Any]], list[dict[str, Any]], str]:
+        """The request as a Harmony prompt: its history, references and tools; all its items; its own; the effort."""
         limits.check(self._cfg.limits, shape(request))
         history: list[dict[str, Any]] = []
         if request.previous_response_id:
             record = await self.stored(principal, request.previous_response_id, "previous_response_id")
             history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
+        conversation = conversation_id(request.conversation)
+        if conversation is not None:
+            history = [as_input(i) for i in await self._conversations.history(principal, conversation)]
         new = await self._resolve_references(principal, request.items)
         input_items = history + new
         if len(input_items) > self._cfg.limits.max_messages:
@@ -192,7 +208,7 @@ class ResponsesService:
             render.rules(request),
             effort,
         )
-        return prompt, input_items, effort
+        return prompt, input_items, new, effort
 
     async def input_tokens(self, body: Any, principal: Principal = ANONYMOUS) -> dict[str, Any]:
         """``POST /v1/responses/input_tokens``: the prompt's length as a generation would render it."""
@@ -200,7 +216,7 @@ class ResponsesService:
             body = {**body, "model": self._cfg.model.served_name}  # optional here, as in OpenAI's API
         request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
         await self._resolver.resolve(request.model, principal)
-        prompt, _, _ = await self._prepare(request, principal)
+        prompt, _, _, _ = await self._prepare(request, principal)
         return {"object": "response.input_tokens", "input_tokens": len(prompt.prompt_token_ids)}
 
     async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
@@ -209,7 +225,7 @@ class ResponsesService:
         if self._store is None:
             # responses.enabled is off: nothing is kept, and the response says so.
             request.store = False
-        prompt, input_items, effort = await self._prepare(request, principal)
+        prompt, input_items, new, effort = await self._prepare(request, principal)
         budget = completion_budget(
             self._cfg.model.max_model_len,
             len(prompt.prompt_token_ids),
@@ -235,4 +251,4 @@ class ResponsesService:
             arrived=time.monotonic() if arrived is None else arrived,
         )
         writer = ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults))
-        return ResponseRun(request, job, writer, input_items)
+        return ResponseRun(request, job, writer, input_items, new, conversation_id(request.conversation))

@@ -18,6 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.config import AppConfig
+from serve_app.endpoints.conversations.db import ConversationDB
+
+CONVERSATION_OPS = frozenset({"create", "get", "update", "delete", "add", "items", "item", "delete_item"})
 
 logger = logging.getLogger("ray.serve")
 
@@ -58,6 +61,10 @@ class ResponseDB:
         self._max = max_stored
         self._writes = 0
         self.prune()
+
+    @property
+    def connection(self) -> sqlite3.Connection:
+        return self._db
 
     def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
         now = time.time()
@@ -117,9 +124,18 @@ class ResponseDB:
 
 
 class ResponseStore:
+    """The actor: stored responses and conversations, one SQLite file."""
+
     def __init__(self, config: dict | AppConfig):
         cfg = AppConfig.model_validate(config).responses
         self._db = ResponseDB(Path(cfg.resolved_store_dir()) / "responses.sqlite3", cfg.retention_s, cfg.max_stored)
+        self._conversations = ConversationDB(self._db.connection)
+
+    async def conversation(self, op: str, owner: str, *args: Any, **kwargs: Any) -> Any:
+        """One ``ConversationDB`` operation (create, get, update, delete, add, items, item, delete_item)."""
+        if op not in CONVERSATION_OPS:
+            raise ValueError(f"no conversation operation {op!r}")
+        return getattr(self._conversations, op)(owner, *args, **kwargs)
 
     async def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
         self._db.put(owner, response, input_items)
