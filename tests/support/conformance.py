@@ -171,32 +171,41 @@ def _watch(request: Any, response: Any, streamed_cls: type) -> Any:
     return response
 
 
-class _Tee:
-    def __init__(self, inner: Any, done: Any):
-        self._inner, self._done, self._buf = inner, done, bytearray()
+def _tees() -> tuple[type, type]:
+    """Byte streams that keep what passes through them and hand it over at the end.
 
-    def __iter__(self):
-        for chunk in self._inner:
-            self._buf += chunk
-            yield chunk
-        self._done(bytes(self._buf))
+    They subclass httpx's own stream types: httpx refuses to iterate a stream
+    of the other kind (sync/async), and checks by type.
+    """
+    import httpx
 
-    def close(self) -> None:
-        self._inner.close()
+    class Tee(httpx.SyncByteStream):
+        def __init__(self, inner: Any, done: Any):
+            self._inner, self._done, self._buf = inner, done, bytearray()
 
+        def __iter__(self):
+            for chunk in self._inner:
+                self._buf += chunk
+                yield chunk
+            self._done(bytes(self._buf))
 
-class _AsyncTee:
-    def __init__(self, inner: Any, done: Any):
-        self._inner, self._done, self._buf = inner, done, bytearray()
+        def close(self) -> None:
+            self._inner.close()
 
-    async def __aiter__(self):
-        async for chunk in self._inner:
-            self._buf += chunk
-            yield chunk
-        self._done(bytes(self._buf))
+    class AsyncTee(httpx.AsyncByteStream):
+        def __init__(self, inner: Any, done: Any):
+            self._inner, self._done, self._buf = inner, done, bytearray()
 
-    async def aclose(self) -> None:
-        await self._inner.aclose()
+        async def __aiter__(self):
+            async for chunk in self._inner:
+                self._buf += chunk
+                yield chunk
+            self._done(bytes(self._buf))
+
+        async def aclose(self) -> None:
+            await self._inner.aclose()
+
+    return Tee, AsyncTee
 
 
 def watch_httpx(patch: Any) -> None:
@@ -204,12 +213,13 @@ def watch_httpx(patch: Any) -> None:
     import httpx
 
     send, asend = httpx.Client.send, httpx.AsyncClient.send
+    tee, async_tee = _tees()
 
     def checked_send(self, request, *args, **kwargs):
-        return _watch(request, send(self, request, *args, **kwargs), _Tee)
+        return _watch(request, send(self, request, *args, **kwargs), tee)
 
     async def checked_asend(self, request, *args, **kwargs):
-        return _watch(request, await asend(self, request, *args, **kwargs), _AsyncTee)
+        return _watch(request, await asend(self, request, *args, **kwargs), async_tee)
 
     patch.setattr(httpx.Client, "send", checked_send)
     patch.setattr(httpx.AsyncClient, "send", checked_asend)

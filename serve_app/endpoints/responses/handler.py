@@ -8,7 +8,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
-from serve_app.endpoints.conversations.service import ConversationService
+from serve_app.endpoints.conversations.service import ConversationService, as_stored
 from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
 from serve_app.protocol.errors import EngineUnavailable, ServeAppError
 from serve_app.router import sse
@@ -103,14 +103,8 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
 
 
 def listed_item(index: int, item: dict[str, Any]) -> dict[str, Any]:
-    """A stored input item as the list shows it: an id, and a message's text as content parts (OpenAI's shape)."""
-    out = {"id": item.get("id") or f"item_{index}", **item}
-    if out.get("type", "message") == "message":
-        out["type"] = "message"
-        if isinstance(out.get("content"), str):
-            kind = "output_text" if out.get("role") == "assistant" else "input_text"
-            out["content"] = [{"type": kind, "text": out["content"]}]
-    return out
+    """A stored input item as the list shows it: an id, a status, a message's text as content parts."""
+    return as_stored({"id": f"item_{index}", **item})
 
 
 async def collect(run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> None:
