@@ -429,7 +429,10 @@ USER = [{"role": "user", "content": "Hi"}]
         ("/v1/chat/completions", {"messages": USER, "stop": ["a", "b", "c", "d", "e"]}, "stop"),
         (
             "/v1/chat/completions",
-            {"messages": USER, "response_format": {"type": "json_schema", "json_schema": {"schema": _deep(40)}}},
+            {
+                "messages": USER,
+                "response_format": {"type": "json_schema", "json_schema": {"name": "x", "schema": _deep(40)}},
+            },
             "response_format.json_schema.schema",
         ),
         (
@@ -439,7 +442,7 @@ USER = [{"role": "user", "content": "Hi"}]
         ),
         (
             "/v1/responses",
-            {"input": "x", "text": {"format": {"type": "json_schema", "schema": _deep(40)}}},
+            {"input": "x", "text": {"format": {"type": "json_schema", "name": "x", "schema": _deep(40)}}},
             "text.format.schema",
         ),
         ("/v1/responses", {"input": [{"role": "user", "content": "x"}] * 65}, "input"),
@@ -550,3 +553,22 @@ def test_item_references_replay_the_callers_stored_items(client, fakes):
     assert client.delete(f"/v1/responses/{first['id']}", headers=AUTH).status_code == 200
     r = client.post("/v1/responses", headers=AUTH, json={"model": BASE, "input": [{"id": call["id"]}]})
     _error(r, 404)
+
+
+@pytest.mark.parametrize(
+    "path, body, param",
+    [
+        (
+            "/v1/responses",
+            {"input": "x", "text": {"format": {"type": "json_schema", "description": "d"}}},
+            "text.format",
+        ),
+        ("/v1/responses", {"input": "x", "text": {"format": {"type": "json_schema", "name": "n"}}}, "text.format"),
+        ("/v1/chat/completions", {"messages": USER, "response_format": {"type": "json_schema"}}, "response_format"),
+    ],
+    ids=["responses-no-name", "responses-no-schema", "chat-no-json-schema"],
+)
+def test_a_json_schema_format_without_its_schema_is_a_400(client, path, body, param):
+    """Found by the fuzzer: accepted, then echoed as a format OpenAI's schema refuses."""
+    err = _error(client.post(path, headers=AUTH, json={"model": BASE, **body}), 400)
+    assert err["param"] == param, err

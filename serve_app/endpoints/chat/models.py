@@ -107,6 +107,17 @@ class ResponseFormat(WireModel):
     type: Literal["text", "json_object", "json_schema"]
     json_schema: dict[str, Any] | None = None
 
+    @model_validator(mode="after")
+    def _schema_needs_a_name(self) -> ResponseFormat:
+        # As OpenAI's API: type json_schema comes with json_schema.name (its schema is optional there).
+        if self.type == "json_schema":
+            if self.json_schema is None or not isinstance(self.json_schema.get("name"), str):
+                raise ValueError("response_format json_schema needs json_schema with a name")
+            schema = self.json_schema.get("schema")
+            if schema is not None and not isinstance(schema, dict):
+                raise ValueError("response_format json_schema.schema must be an object")
+        return self
+
 
 class ChatCompletionRequest(WireModel):
     model: str = Field(min_length=1)

@@ -145,10 +145,20 @@ class Reasoning(WireModel):
 
 class TextFormat(WireModel):
     type: Literal["text", "json_object", "json_schema"] = "text"
-    name: str | None = None
+    name: str | None = Field(None, min_length=1, max_length=64)
     schema_: dict[str, Any] | None = Field(None, alias="schema")
     strict: bool | None = None
     description: str | None = None
+
+    @model_validator(mode="after")
+    def _schema_needs_a_name(self) -> TextFormat:
+        # As OpenAI's API: a json_schema format names its schema and gives it.
+        if self.type == "json_schema":
+            if self.name is None:
+                raise ValueError("a json_schema format needs a name")
+            if self.schema_ is None:
+                raise ValueError("a json_schema format needs a schema")
+        return self
 
 
 class TextConfig(WireModel):
