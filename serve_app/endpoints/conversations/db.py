@@ -13,6 +13,8 @@ import sqlite3
 import time
 from typing import Any
 
+from serve_app.sqlite_tx import transaction
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
     id TEXT PRIMARY KEY,
@@ -50,8 +52,7 @@ class ConversationDB:
 
     def create(self, owner: str, id: str, metadata: dict[str, str], items: list[dict[str, Any]]) -> dict[str, Any]:
         now = time.time()
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             self._db.execute("INSERT INTO conversations VALUES (?, ?, ?, ?)", (id, owner, now, json.dumps(metadata)))
             self._append(owner, id, items)
         return _record((id, now, json.dumps(metadata)))
@@ -69,8 +70,7 @@ class ConversationDB:
         return self.get(owner, id)
 
     def delete(self, owner: str, id: str) -> bool:
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             cur = self._db.execute("DELETE FROM conversations WHERE id = ? AND owner = ?", (id, owner))
             self._db.execute("DELETE FROM conversation_items WHERE conversation_id = ? AND owner = ?", (id, owner))
         return cur.rowcount > 0
@@ -86,8 +86,7 @@ class ConversationDB:
 
     def add(self, owner: str, id: str, items: list[dict[str, Any]]) -> bool:
         """Append ``items`` (each with its ``id``); False if the conversation is not the owner's."""
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             if not self._own(owner, id):
                 return False
             self._append(owner, id, items)

@@ -19,6 +19,7 @@ from typing import Any
 
 from serve_app.config import AppConfig
 from serve_app.endpoints.conversations.db import ConversationDB
+from serve_app.sqlite_tx import transaction
 
 CONVERSATION_OPS = frozenset({"create", "get", "update", "delete", "add", "items", "item", "delete_item"})
 
@@ -69,8 +70,7 @@ class ResponseDB:
     def put(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
         now = time.time()
         items = [i for i in [*input_items, *response.get("output", [])] if isinstance(i.get("id"), str)]
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             self._db.execute(
                 "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?)",
                 (response["id"], owner, now, now + self._retention_s, json.dumps(response), json.dumps(input_items)),
@@ -106,15 +106,13 @@ class ResponseDB:
         return {id: json.loads(item) for id, item in rows}
 
     def delete(self, owner: str, id: str) -> bool:
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             cur = self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (id, owner))
             self._db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (id, owner))
         return cur.rowcount > 0
 
     def prune(self) -> None:
-        with self._db:
-            self._db.execute("BEGIN")
+        with transaction(self._db):
             self._db.execute("DELETE FROM responses WHERE expires <= ?", (time.time(),))
             self._db.execute(
                 "DELETE FROM responses WHERE id IN (SELECT id FROM responses ORDER BY created DESC LIMIT -1 OFFSET ?)",
