@@ -7,10 +7,12 @@ adapter admin API, deletions, health, and the one error shape.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+import dataclasses
+from typing import Any, Literal, get_type_hints
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, create_model
 
+from serve_app.adapters.registry import AdapterRecord
 from serve_app.protocol.wire import WireModel
 
 
@@ -85,29 +87,23 @@ class AdapterRegistration(WireModel):
     )
 
 
-class Adapter(BaseModel):
-    """One registered adapter (the registry's row, as the API shows it)."""
+def _adapter_model() -> type[BaseModel]:
+    """One registered adapter as the API shows it: the registry's record, with ``id`` and ``object``.
 
-    id: str
-    object: Literal["adapter"]
-    name: str
-    base_model: str
-    source: str
-    sha256: str
-    rank: int
-    alpha: float
-    target_modules: list[str]
-    size_bytes: int
-    status: str
-    reason: str | None
-    created_at: float
-    updated_at: float
-    version: int
+    Made from ``AdapterRecord``'s fields, so the document follows the registry.
+    """
+    hints = get_type_hints(AdapterRecord)
+    fields: dict[str, Any] = {"id": (str, ...), "object": (Literal["adapter"], ...)}
+    fields.update({f.name: (hints[f.name], ...) for f in dataclasses.fields(AdapterRecord)})
+    return create_model("Adapter", __doc__=_adapter_model.__doc__, **fields)
+
+
+Adapter = _adapter_model()
 
 
 class AdapterList(BaseModel):
     object: Literal["list"]
-    data: list[Adapter]
+    data: list[Adapter]  # type: ignore[valid-type]
 
 
 class AdapterDeleted(BaseModel):
