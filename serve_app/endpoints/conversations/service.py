@@ -87,17 +87,6 @@ def as_stored(item: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def conversation_id(value: Any) -> str | None:
-    """``conversation`` of a responses request: an id, or ``{"id": ...}``."""
-    if value is None:
-        return None
-    if isinstance(value, dict):
-        value = value.get("id")
-    if not isinstance(value, str) or not value:
-        raise InvalidRequest("conversation: a conversation id, or an object with its id", param="conversation")
-    return value
-
-
 class ConversationService:
     def __init__(self, store: Any):
         self._store = store

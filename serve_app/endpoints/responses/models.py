@@ -187,8 +187,9 @@ class ResponsesRequest(WireModel):
     prompt_cache_key: str | None = None
     store: bool = True
     previous_response_id: str | None = None
-    # A conversation (its id, or {"id": ...}): its items are the history; the response's items are added to it.
-    conversation: str | dict[str, Any] | None = None
+    # A conversation (its id, or {"id": ...}; kept as the id): its items are the history, the
+    # response's items are added to it.
+    conversation: str | None = None
     stream: bool = False
     user: str | None = None
     # Beside OpenAI's fields, as vLLM's server takes them.
@@ -196,6 +197,15 @@ class ResponsesRequest(WireModel):
     top_k: int | None = Field(None, ge=-1, le=2**31 - 1)
     # Exactly max_output_tokens (benchmarks), as for chat.
     ignore_eos: bool = False
+
+    @field_validator("conversation", mode="before")
+    @classmethod
+    def _conversation_id(cls, v: Any) -> Any:
+        if isinstance(v, dict):
+            v = v.get("id", "")
+        if v is not None and (not isinstance(v, str) or not v):
+            raise ValueError("a conversation id, or an object with its id")
+        return v
 
     @model_validator(mode="after")
     def _cross_field(self) -> ResponsesRequest:

@@ -18,7 +18,7 @@ from pydantic import TypeAdapter
 from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
-from serve_app.endpoints.conversations.service import ConversationService, conversation_id
+from serve_app.endpoints.conversations.service import ConversationService
 from serve_app.endpoints.responses import render
 from serve_app.endpoints.responses.models import InputItem, ItemReference, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
@@ -98,7 +98,7 @@ def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: Samplin
         "service_tier": "default",
         "truncation": "disabled",
         "background": False,
-        "conversation": {"id": conv} if (conv := conversation_id(request.conversation)) else None,
+        "conversation": {"id": request.conversation} if request.conversation else None,
     }
 
 
@@ -191,9 +191,8 @@ class ResponsesService:
         if request.previous_response_id:
             record = await self.stored(principal, request.previous_response_id, "previous_response_id")
             history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
-        conversation = conversation_id(request.conversation)
-        if conversation is not None:
-            history = [as_input(i) for i in await self._conversations.history(principal, conversation)]
+        if request.conversation is not None:
+            history = [as_input(i) for i in await self._conversations.history(principal, request.conversation)]
         new = await self._resolve_references(principal, request.items)
         input_items = history + new
         if len(input_items) > self._cfg.limits.max_messages:
@@ -251,4 +250,4 @@ class ResponsesService:
             arrived=time.monotonic() if arrived is None else arrived,
         )
         writer = ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults))
-        return ResponseRun(request, job, writer, input_items, new, conversation_id(request.conversation))
+        return ResponseRun(request, job, writer, input_items, new, request.conversation)
