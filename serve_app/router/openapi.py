@@ -232,7 +232,7 @@ def _operation(op: Operation) -> dict[str, Any]:
         "content": content,
     }
     responses: dict[str, Any] = {op.status: ok}
-    for status in sorted(op.errors | {"405"} if op.path != "/openapi.json" else op.errors):
+    for status in sorted(op.errors | {"405"}):
         headers = {}
         if status in ("429", "503"):
             headers["Retry-After"] = {"description": "Seconds to wait", "schema": {"type": "integer"}}
