@@ -50,3 +50,12 @@ def rendered_corpus(vocab_dir) -> list[dict]:
     from serve_app.devmodel.build import _sample_json
 
     return [_sample_json(s, "base", None) for s in corpus.render(corpus.base_examples())]
+
+
+@pytest.fixture(scope="module")
+def fakes(vocab_dir, tmp_path_factory):
+    """The router app on a fake replica and a real response store, one per test module
+    (``tests/support/fake_router.py``): (client, replica, store)."""
+    from tests.support.fake_router import router_app
+
+    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))

@@ -12,15 +12,10 @@ from __future__ import annotations
 import pytest
 
 from tests.support.conformance import conform, conform_event, sse_payloads
-from tests.support.fake_router import AUTH, BASE, REASONING_THEN_FINAL, TOOL_CALL, WEATHER, router_app
+from tests.support.fake_router import AUTH, BASE, REASONING_THEN_FINAL, TOOL_CALL, WEATHER
 
 USER = [{"role": "user", "content": "Hi"}]
 CHAT_TOOL = {"type": "function", "function": {k: v for k, v in WEATHER.items() if k != "type"}}
-
-
-@pytest.fixture(scope="module")
-def fakes(vocab_dir, tmp_path_factory):
-    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture

@@ -5,12 +5,7 @@ from __future__ import annotations
 import pytest
 
 from tests.support.conformance import conform
-from tests.support.fake_router import AUTH, BASE, OTHER, REASONING_THEN_FINAL, TOOL_CALL, WEATHER, router_app
-
-
-@pytest.fixture(scope="module")
-def fakes(vocab_dir, tmp_path_factory):
-    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))
+from tests.support.fake_router import AUTH, BASE, OTHER, REASONING_THEN_FINAL, TOOL_CALL, WEATHER
 
 
 @pytest.fixture

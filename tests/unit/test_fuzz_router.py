@@ -18,16 +18,11 @@ import schemathesis
 from schemathesis import GenerationMode
 
 from serve_app.router.openapi import OPERATIONS
-from tests.support.fake_router import AUTH, BASE, router_app
+from tests.support.fake_router import AUTH, BASE
 from tests.support.fuzz import cases, fuzz
 
 EXAMPLES = int(os.environ.get("FUZZ_EXAMPLES", "25"))
 ENGINE_PATHS = ("/v1/chat/completions", "/v1/completions", "/v1/responses")
-
-
-@pytest.fixture(scope="module")
-def fakes(vocab_dir, tmp_path_factory):
-    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture(scope="module")

@@ -23,15 +23,9 @@ from tests.support.fake_router import (
     RUNNING,
     TOOL_CALL,
     WEATHER,
-    router_app,
 )
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
-
-
-@pytest.fixture(scope="module")
-def fakes(vocab_dir, tmp_path_factory):
-    yield from router_app(vocab_dir, tmp_path_factory.mktemp("keys"))
 
 
 @pytest.fixture
