@@ -77,6 +77,7 @@ def url(serve_url, gptoss_app) -> str:
 def test_a_requests_own_content_is_a_400_that_names_it(url, path, body, param, words):
     """Once 503 engine_unavailable (retried twice by the SDK) or 200 for a request the engine could not use."""
     r = httpx.post(f"{url}{path}", json={"model": BASE, "max_tokens": 8, **body}, timeout=120)
+    print(f"\n{path} -> {r.status_code} {r.text[:400]}")  # the figures of the issue's table (pytest -s)
     assert r.status_code == 400, r.text
     err = r.json()["error"]
     assert err["type"] == "invalid_request_error" and err["param"] == param, err
@@ -88,6 +89,7 @@ def test_a_requests_own_content_is_a_400_that_names_it(url, path, body, param, w
 def test_a_devmodel_source_outside_its_folder_is_a_400(url, source):
     """Once a 500 internal_error."""
     r = httpx.post(f"{url}/v1/adapters", json={"name": "escape", "source": source}, headers=ADMIN, timeout=60)
+    print(f"\n{source} -> {r.status_code} {r.text[:400]}")
     assert r.status_code == 400, r.text
     assert r.json()["error"]["param"] == "source" and source in r.json()["error"]["message"]
 
