@@ -31,7 +31,7 @@ SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERV
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
 
-.PHONY: serve test test-faults test-unit lint bench soak fuzz devmodel install lock clean-venv
+.PHONY: serve test test-faults test-cluster cluster-demo test-unit lint bench soak fuzz devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
@@ -94,10 +94,19 @@ soak: devmodel
 # Everything but the fault tier (make test-faults: kills engines, replicas and
 # actors, and the short soak); CI runs both (.ci/run).
 test: devmodel
-	$(PY) -m pytest -q --durations=25 -m "not faults"
+	$(PY) -m pytest -q --durations=25 -m "not faults and not cluster"
 
 test-faults: devmodel
 	$(PY) -m pytest -q --durations=15 -m faults
+
+# Autoscaling on a multi-node Ray cluster on this machine (Ray's autoscaler and
+# its fake_multinode provider): load rises until a node and a second engine
+# replica are added, then falls until both are gone; prints the timeline
+# (docs/deploy.md). CLUSTER_OUT=dir keeps it as JSON.
+test-cluster: devmodel
+	$(PY) -m pytest -q -s -m cluster tests/cluster
+
+cluster-demo: test-cluster
 
 # The fuzzer (schemathesis, from /openapi.json) at a longer budget than make test's:
 # FUZZ_EXAMPLES per operation in process, FUZZ_LIVE_EXAMPLES against the real engine.
