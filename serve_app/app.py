@@ -22,24 +22,26 @@ from serve_app.router.ingress import Router
 from serve_app.server.deployment import DEPLOYMENT_NAME, LLMServer, haproxy_ingress
 
 
-def _scaling(a: AutoscalingConfig) -> dict[str, Any]:
+def _scaling(a: AutoscalingConfig, per_unit: int = 1) -> dict[str, Any]:
     """Deployment options for a replica count: fixed when min == max, else autoscaled.
 
     A fixed count spares the controller the metrics every handle and replica
     would otherwise report for autoscaling (measured: about a tenth of a core
-    under load, on 2 cores).
+    under load, on 2 cores). ``per_unit``: Serve replicas per configured
+    replica (an engine's API processes), so that config counts engines.
     """
     if a.min_replicas == a.max_replicas:
-        return {"num_replicas": a.max_replicas}
+        return {"num_replicas": a.max_replicas * per_unit}
     out: dict[str, Any] = {
-        "min_replicas": a.min_replicas,
-        "max_replicas": a.max_replicas,
-        "target_ongoing_requests": a.target_ongoing_requests,
+        "min_replicas": a.min_replicas * per_unit,
+        "max_replicas": a.max_replicas * per_unit,
+        # Serve counts ongoing requests per replica: per API process here.
+        "target_ongoing_requests": a.target_ongoing_requests / per_unit,
         "upscale_delay_s": a.upscale_delay_s,
         "downscale_delay_s": a.downscale_delay_s,
     }
     if a.initial_replicas is not None:
-        out["initial_replicas"] = a.initial_replicas
+        out["initial_replicas"] = a.initial_replicas * per_unit
     return {"autoscaling_config": out}
 
 
@@ -115,13 +117,25 @@ def server_options(cfg: AppConfig) -> dict[str, Any]:
     error shape first, and the headroom is for requests that generate nothing
     (models, health, adapters) and for streams placed here by other replicas.
     """
-    return {
+    out = {
         **replica_options(cfg),
         "name": DEPLOYMENT_NAME,
         "request_router_config": request_router_config(cfg, ingress=True),
         "max_ongoing_requests": cfg.direct_admission_limit() + cfg.router.max_ongoing_requests,
         "max_queued_requests": cfg.router.max_queued_requests,
     }
+    k = cfg.replica.api_processes
+    if k > 1:
+        # A gang per engine (serve_app.replica.gang): its replicas start, fail
+        # and scale together; rank 0 runs the engine core, every rank is a client.
+        out.update(_scaling(cfg.replica.autoscaling, per_unit=k))
+        out.pop("placement_group_strategy")  # the gang's own strategy places the replicas
+        out["gang_scheduling_config"] = {
+            "gang_size": k,
+            "gang_placement_strategy": "PACK",
+            "runtime_failure_policy": "RESTART_GANG",
+        }
+    return out
 
 
 def manager_options(cfg: AppConfig) -> dict[str, Any]:

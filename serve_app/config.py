@@ -192,6 +192,14 @@ class ReplicaConfig(StrictModel):
         300.0, ge=0, description="On scale-down or redeploy, running streams get this long to finish."
     )
     env_vars: dict[str, str] = Field(default_factory=dict, description="Extra environment for the replica.")
+    api_processes: int = Field(
+        1,
+        ge=1,
+        le=16,
+        description="API processes per engine (direct topology): a gang of this many LLMServer replicas, each "
+        "an HTTP front end and an engine client, around one vLLM engine core (vLLM's --api-server-count, "
+        "in Serve: docs/deploy.md). Replica counts and max_ongoing_requests stay per engine.",
+    )
 
     @model_validator(mode="after")
     def _check(self) -> ReplicaConfig:
@@ -404,6 +412,18 @@ class AppConfig(StrictModel):
                 "topology direct: the API runs in every engine replica; scale it with replica.autoscaling, "
                 "not router.num_replicas or router.autoscaling"
             )
+        if self.replica.api_processes > 1:
+            if self.topology != "direct":
+                raise ValueError(
+                    "replica.api_processes > 1 needs topology: direct (routed: scale the front end with "
+                    "router.num_replicas or router.autoscaling)"
+                )
+            if self.engine.device == "gpu" and self.engine.tensor_parallel_size > 1:
+                raise ValueError(
+                    "replica.api_processes > 1 with engine.tensor_parallel_size > 1 is not supported: a Serve "
+                    "gang's replicas reserve equal resources, and the engine's workers need whole GPUs of one "
+                    "replica (docs/deploy.md)"
+                )
         if self.replica.autoscaling.target_ongoing_requests > self.replica.max_ongoing_requests:
             raise ValueError(
                 "replica.autoscaling.target_ongoing_requests must be <= replica.max_ongoing_requests "
@@ -415,9 +435,11 @@ class AppConfig(StrictModel):
         """Streams one LLMServer replica runs at once (direct topology); the next gets a 429.
 
         What the routed topology admits per replica: ``max_ongoing_requests``
-        running, ``max_queued_requests`` waiting (vLLM queues them).
+        running, ``max_queued_requests`` waiting (vLLM queues them), shared
+        by the engine's API processes (``replica.api_processes``).
         """
-        return self.replica.max_ongoing_requests + self.replica.max_queued_requests
+        per_engine = self.replica.max_ongoing_requests + self.replica.max_queued_requests
+        return -(-per_engine // self.replica.api_processes)  # each API process of the engine its share
 
     def base_model_names(self) -> frozenset[str]:
         return frozenset([self.model.path, self.model.served_name, *self.lora.base_model_names])
@@ -438,7 +460,10 @@ class AppConfig(StrictModel):
         """
         tp = self.engine.tensor_parallel_size
         if self.engine.device == "gpu":
-            return [{"CPU": self.replica.num_cpus, "GPU": 1}] + [{"GPU": 1} for _ in range(tp - 1)]
+            # The engine's API processes (a gang, api_processes > 1, tp 1) reserve its GPU in equal
+            # shares: Serve gives a gang's replicas equal bundles (docs/deploy.md).
+            gpu = 1 / self.replica.api_processes
+            return [{"CPU": self.replica.num_cpus, "GPU": gpu}] + [{"GPU": 1} for _ in range(tp - 1)]
         return [{"CPU": self.replica.num_cpus} for _ in range(tp)]
 
 

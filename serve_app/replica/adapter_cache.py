@@ -40,6 +40,18 @@ def check_ref(ref: str) -> tuple[str, str]:
     return name, prefix
 
 
+def engine_lora_id(path: str) -> int:
+    """vLLM's id for a checked copy of an adapter, the same in every engine client of one engine.
+
+    Derived from the copy's path (its folder is the ref, ``name@sha256-prefix``),
+    not counted per process: the API processes of a gang share one engine, and
+    two of them must neither give one adapter two ids nor two adapters one
+    (odds of a clash between two refs: one in 2**31).
+    """
+    digest = hashlib.sha256(path.encode()).digest()
+    return 1 + int.from_bytes(digest[:4], "big") % (2**31 - 2)
+
+
 class Hold:
     """A shared lock on one cache entry: while open, no replica prunes it."""
 

@@ -26,6 +26,7 @@ from serve_app.heap import HeapTrace, freeze_startup_heap
 from serve_app.metrics import AdapterMetrics
 from serve_app.protocol.engine import GenerateRequest, TokenChunk
 from serve_app.protocol.errors import EngineDead, EngineUnavailable, InvalidAdapter, ModelNotFound, ServeAppError
+from serve_app.replica import gang
 from serve_app.replica.adapter_cache import AdapterCache, Hold, check_ref
 from serve_app.replica.health import EngineHealth
 from serve_app.replica.logs import keep_log_targets
@@ -150,7 +151,7 @@ class LLMReplica:
         self._cfg = AppConfig.model_validate(config)
         self._new_engine = Engine
         with keep_log_targets():  # vLLM's logging setup closes Serve's log handler
-            self._engine = Engine(self._cfg)
+            self._engine = Engine(self._cfg, gang.current_role())
         self._health = EngineHealth(lambda: self._engine.errored, self._on_engine_death)
         self._restart: asyncio.Task | None = None
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
@@ -160,6 +161,7 @@ class LLMReplica:
         a = self._cfg.adapters
         self._cache = AdapterCache(a.replica_cache_dir, a.replica_cache_entries) if self._cfg.lora.enabled else None
         self.loads: dict[str, int] = {}  # engine loads per adapter ref (tests, operators)
+        self.requests = 0  # engine requests this process started (tests, operators)
         self._watcher: asyncio.Task | None = None
         self._metrics = AdapterMetrics()
 
@@ -192,6 +194,7 @@ class LLMReplica:
         self._health.watch()
         if self._health.dead:
             raise EngineDead("The engine of this replica died; retry the request.")
+        self.requests += 1
         adapter = lora = None
         try:
             if request.adapter:
@@ -340,6 +343,8 @@ class LLMReplica:
         """Engine-side state, for tests and operators."""
         return {
             "pid": os.getpid(),
+            "gang": self._engine.role,
+            "requests": self.requests,
             "engine": self._health.state,
             "engine_deaths": self._health.deaths,
             "unfinished_requests": 0 if self._health.dead else self._engine.num_unfinished_requests(),
@@ -353,6 +358,9 @@ class LLMReplica:
     def _on_engine_death(self) -> None:
         """The engine died: start a new one here, or leave the replica to Serve to replace."""
         restarts = self._cfg.replica.engine_restarts
+        if self._engine.shared:
+            self._health.give_up("its engine is shared by the API processes of a gang: Serve restarts the gang")
+            return
         if self._health.deaths > restarts:
             self._health.give_up(f"it died {self._health.deaths} times; replica.engine_restarts is {restarts}")
             return

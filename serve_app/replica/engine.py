@@ -6,11 +6,11 @@ OpenAI or Harmony.
 
 from __future__ import annotations
 
-import itertools
+import asyncio
 import logging
 import re
 from collections.abc import AsyncGenerator
-from typing import cast
+from typing import Any, cast
 
 from vllm import SamplingParams
 from vllm.config import StructuredOutputsConfig
@@ -25,6 +25,9 @@ from serve_app.adapters.validation import AdapterSpec
 from serve_app.config import AppConfig
 from serve_app.protocol.engine import FinishReason, GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import EngineDead, InvalidAdapter, InvalidRequest
+from serve_app.replica import gang
+from serve_app.replica.adapter_cache import engine_lora_id
+from serve_app.replica.gang import GangRole
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +64,12 @@ def engine_kwargs(cfg: AppConfig) -> dict:
     )
     if e.moe_backend != "auto":
         kwargs["moe_backend"] = e.moe_backend
-    if e.device == "gpu":
+    if e.device == "gpu" and cfg.replica.api_processes > 1:
+        kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
+        # A gang's rank 0 holds a share of the GPU (Serve's bundles): the engine
+        # core uses it in its own process, which Ray's executor could not place.
+        kwargs["distributed_executor_backend"] = "uni"
+    elif e.device == "gpu":
         kwargs["gpu_memory_utilization"] = e.gpu_memory_utilization
         # Workers go into the replica's placement-group bundles, one GPU each.
         kwargs["distributed_executor_backend"] = "ray"
@@ -130,12 +138,57 @@ def _logprobs(token_ids, positions, top: int | None) -> list[list[tuple[int, flo
 
 
 class Engine:
-    """An AsyncLLM with the operations a replica needs."""
+    """An AsyncLLM with the operations a replica needs.
 
-    def __init__(self, cfg: AppConfig):
+    With a ``GangRole`` it is one of several clients of one engine core
+    (``serve_app.replica.gang``); rank 0 starts the engine core.
+    """
+
+    def __init__(self, cfg: AppConfig, role: GangRole | None = None):
         self._cfg = cfg
-        self._llm = AsyncLLM.from_engine_args(engine_args(cfg))
-        self._lora_ids = itertools.count(1)
+        self._role = role
+        self._engine_procs: Any = None  # rank 0 of a gang: the engine core processes it started
+        self._llm = AsyncLLM.from_engine_args(engine_args(cfg)) if role is None else self._gang_client(role)
+
+    def _gang_client(self, role: GangRole) -> AsyncLLM:
+        """An engine client of the gang's engine (vLLM's multi-API-server mode, with Ray as the meeting point)."""
+        import zmq
+        from vllm.usage.usage_lib import UsageContext
+        from vllm.utils.network_utils import get_ip, make_zmq_listener
+        from vllm.v1.engine.utils import EngineZmqAddresses, launch_core_engines
+        from vllm.v1.executor import Executor
+
+        args = engine_args(self._cfg)
+        args._api_process_count = role.size
+        args._api_process_rank = role.rank
+        vllm_config = args.create_engine_config(UsageContext.OPENAI_API_SERVER)
+        executor_class = Executor.get_class(vllm_config)
+        # Bound now (TCP, so that a rank on another node works too), handed to the
+        # client below: the engine core may connect before the client exists.
+        ip = get_ip()
+        inputs = make_zmq_listener(f"tcp://{ip}:0", zmq.ROUTER)
+        outputs = make_zmq_listener(f"tcp://{ip}:0", zmq.PULL)
+        gang.publish(role, {"input": inputs.address, "output": outputs.address})
+        if role.starts_engine:
+            peers = gang.gather(role, timeout_s=self._cfg.replica.engine_restart_timeout_s)
+            addresses = EngineZmqAddresses(inputs=[p["input"] for p in peers], outputs=[p["output"] for p in peers])
+            # The block's end waits for the engine core to start (vLLM's handshake).
+            with launch_core_engines(vllm_config, executor_class, False, addresses) as launch:
+                self._engine_procs = launch.engine_manager
+        return AsyncLLM(
+            vllm_config=vllm_config,
+            executor_class=executor_class,
+            log_stats=False,
+            log_requests=False,
+            client_addresses={
+                "input_address": inputs.address,
+                "output_address": outputs.address,
+                "input_listener": inputs.socket,
+                "output_listener": outputs.socket,
+            },
+            client_count=role.size,
+            client_index=role.rank,
+        )
 
     async def generate(self, req: GenerateRequest, lora: LoRARequest | None = None) -> AsyncGenerator[TokenChunk, None]:
         """Stream delta chunks; closing the iterator aborts the engine request."""
@@ -179,7 +232,7 @@ class Engine:
 
     async def add_lora(self, spec: AdapterSpec) -> LoRARequest:
         """Load a checked adapter; a failure leaves the engine serving."""
-        req = LoRARequest(lora_name=spec.name, lora_int_id=next(self._lora_ids), lora_path=spec.path)
+        req = LoRARequest(lora_name=spec.name, lora_int_id=engine_lora_id(str(spec.path)), lora_path=spec.path)
         try:
             ok = await self._llm.add_lora(req)
         except EngineDeadError as e:
@@ -199,10 +252,33 @@ class Engine:
 
     async def check_health(self) -> None:
         await self._llm.check_health()
+        if self._role is not None and not self._role.starts_engine:
+            # A client of an engine another rank started has no process to watch:
+            # a round trip to the engine core says it is there.
+            await asyncio.wait_for(self._llm.is_sleeping(), self._cfg.replica.health_check_timeout_s / 2)
 
     @property
     def errored(self) -> bool:
-        return self._llm.errored
+        """The engine is gone: the client says so, or (rank 0 of a gang) a process it started has exited."""
+        if self._llm.errored:
+            return True
+        procs = getattr(self._engine_procs, "processes", None) or ()
+        return any(not p.is_alive() for p in procs)
+
+    @property
+    def role(self) -> dict | None:
+        """This client's place in its gang (id, rank, size), or None."""
+        r = self._role
+        return None if r is None else {"id": r.gang_id, "rank": r.rank, "size": r.size}
+
+    @property
+    def shared(self) -> bool:
+        """One of several clients of this engine (a gang): a dead engine is not restarted in-process."""
+        return self._role is not None
 
     def shutdown(self) -> None:
         self._llm.shutdown()
+        if self._engine_procs is not None:
+            self._engine_procs.shutdown()
+        if self._role is not None:
+            gang.forget(self._role)

@@ -60,8 +60,16 @@ _USED: set[str] = set()
 
 
 def pytest_collection_modifyitems(items):
-    """Fault tests kill the dev app's actors: run them after everything else."""
-    items.sort(key=lambda item: item.get_closest_marker("faults") is not None)
+    """Fault tests kill the dev app's actors: run them after everything else.
+
+    The gang app's tests go just before them: its fixture deletes apps that no
+    later test uses, to make room for it (``gang_app``).
+    """
+
+    def late(item) -> tuple[bool, bool]:
+        return item.get_closest_marker("faults") is not None, "gang_app" in getattr(item, "fixturenames", ())
+
+    items.sort(key=late)
 
 
 def pytest_collection_finish(session):
@@ -232,7 +240,7 @@ def _llama_app(request) -> Any:
     return build_app(args)
 
 
-def _gptoss_app(request, topology: str = "routed", replicas: int = 1) -> Any:
+def _gptoss_app(request, topology: str = "routed", replicas: int = 1, api_processes: int = 1) -> Any:
     """The gpt-oss dev model with LoRA on."""
     from serve_app.app import build_app
 
@@ -255,6 +263,7 @@ def _gptoss_app(request, topology: str = "routed", replicas: int = 1) -> Any:
     )
     # Serve's health checks every 2 s (10 by default): nothing here waits on them, they only cost less.
     args["replica"]["health_check_period_s"] = 2.0
+    args["replica"]["api_processes"] = api_processes
     return build_app(args)
 
 
@@ -266,6 +275,11 @@ def _direct_app(request) -> Any:
 def _pair_app(request) -> Any:
     """The direct topology on two replicas (the engine-kill test takes one's engine down)."""
     return _gptoss_app(request, "direct", replicas=2)
+
+
+def _gang_app(request) -> Any:
+    """The direct topology with two API processes around its one engine (a Serve gang)."""
+    return _gptoss_app(request, "direct", api_processes=2)
 
 
 def _tp2_app(request) -> Any:
@@ -285,12 +299,13 @@ _APPS = {
     "tp2_app": ("tp2", _tp2_app),
     "direct_app": ("direct", _direct_app),
     "pair_app": ("pair", _pair_app),
+    "gang_app": ("gang", _gang_app),
 }
 # Deployed when first asked for, not with the others: two more engines at the
 # session's start took the box past its memory (Ray's OOM killer ended the run).
-_LATE = {"pair_app"}
+_LATE = {"pair_app", "gang_app"}
 # The engine deployment of each app (its handle is what the app fixtures give).
-_ENGINE = {"direct": "LLMServer", "pair": "LLMServer"}
+_ENGINE = {"direct": "LLMServer", "pair": "LLMServer", "gang": "LLMServer"}
 
 
 def _engine_handle(serve_session, name: str) -> Any:
@@ -312,7 +327,8 @@ def apps(request, serve_session) -> dict[str, Any]:
         request.getfixturevalue("_peft_run")
     wanted = [spec for fixture, spec in _APPS.items() if fixture in _USED and fixture not in _LATE]
     targets = [RunTarget(target=build(request), name=name, route_prefix=f"/{name}") for name, build in wanted]
-    serve_session.run_many(targets)
+    if targets:  # none when only late apps are used (one module run alone)
+        serve_session.run_many(targets)
     return {name: _engine_handle(serve_session, name) for name, _ in wanted}
 
 
@@ -436,12 +452,28 @@ def pair_app(request, serve_session) -> Any:
     go first, so that its two engines fit beside the others (three engines
     fewer: ~9 GiB on this box).
     """
+    _make_room(request, serve_session, ("tp2", "direct", "gang"))
+    return _with_gptoss_adapters(request, serve_session, "pair")
+
+
+def _make_room(request, serve_session, names: tuple[str, ...]) -> None:
+    """Delete these apps (their engines' memory and CPUs) if they run."""
     deployed = request.getfixturevalue("apps")
-    for name in ("tp2", "direct"):
+    for name in names:
         if name in deployed:
             serve_session.delete(name)
             del deployed[name]
-    return _with_gptoss_adapters(request, serve_session, "pair")
+
+
+@pytest.fixture(scope="session")
+def gang_app(request, serve_session) -> Any:
+    """The direct topology with two API processes per engine, the gpt-oss dev adapters registered.
+
+    Its tests run after every other non-fault test, so the apps only earlier
+    tests use make room for it (two more processes: ~4 GiB on this box).
+    """
+    _make_room(request, serve_session, ("tp2", "direct"))
+    return _with_gptoss_adapters(request, serve_session, "gang")
 
 
 @pytest.fixture(scope="session")

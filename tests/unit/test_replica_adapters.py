@@ -150,3 +150,18 @@ def test_eviction_frees_the_slot_at_once_and_keeps_the_files_until_requests_end(
         assert FakeHold.closed == closed + 1
 
     asyncio.run(run())
+
+
+def test_lora_ids_are_the_same_in_every_engine_client():
+    """The API processes of a gang share one engine: an adapter's id must not depend on the process."""
+    import subprocess
+    import sys
+
+    from serve_app.replica.adapter_cache import engine_lora_id
+
+    path = "/cache/pirate@0123abcd"
+    code = f"from serve_app.replica.adapter_cache import engine_lora_id as f; print(f({path!r}))"
+    other = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert int(other) == engine_lora_id(path)
+    ids = {engine_lora_id(f"/cache/a{i}@0123abcd") for i in range(2000)}
+    assert len(ids) == 2000 and all(0 < i < 2**31 for i in ids)

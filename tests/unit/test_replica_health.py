@@ -116,6 +116,7 @@ class FakeEngine:
     """The part of ``Engine`` the restart path uses; ``errored`` is set by the test."""
 
     built = 0
+    shared = False  # one of a gang's engine clients
 
     def __init__(self, cfg=None, fail: bool = False):
         if fail:
@@ -204,4 +205,20 @@ def test_requests_on_a_dead_engine_fail_before_they_start():
         with pytest.raises(EngineDead):
             await replica.ready()
 
+    asyncio.run(run())
+
+
+def test_a_gangs_shared_engine_is_never_restarted_in_place():
+    """Its other API processes are clients of that engine core: Serve restarts the whole gang instead."""
+    replica = _bare_replica(restarts=3)
+    replica._engine.shared = True
+
+    async def run() -> None:
+        await replica.check_health()
+        replica._engine.errored = True
+        with pytest.raises(RuntimeError, match="not restarted"):
+            await replica.check_health()
+        assert replica._restart is None and FakeEngine.built == built
+
+    built = FakeEngine.built
     asyncio.run(run())

@@ -255,3 +255,59 @@ def test_a_direct_config_survives_its_dump():
         {"model": {"path": "x", "served_name": BASE}, "engine": {"device": "gpu"}, "topology": "direct"}
     )
     assert AppConfig.model_validate(cfg.model_dump(mode="json")).topology == "direct"
+
+
+GANG = {"model": {"path": "x", "served_name": BASE}, "engine": {"device": "gpu"}, "topology": "direct"}
+
+
+def test_api_processes_make_a_gang_per_engine_with_counts_per_engine():
+    from serve_app.app import server_options
+    from serve_app.config import AppConfig
+
+    replica = {
+        "api_processes": 4,
+        "autoscaling": {"min_replicas": 1, "max_replicas": 3, "target_ongoing_requests": 32, "initial_replicas": 2},
+    }
+    cfg = AppConfig.model_validate({**GANG, "replica": replica})
+    opts = server_options(cfg)
+    assert opts["gang_scheduling_config"] == {
+        "gang_size": 4,
+        "gang_placement_strategy": "PACK",
+        "runtime_failure_policy": "RESTART_GANG",
+    }
+    # Serve counts replicas (API processes); the config counts engines.
+    scaling = opts["autoscaling_config"]
+    assert (scaling["min_replicas"], scaling["max_replicas"], scaling["initial_replicas"]) == (4, 12, 8)
+    assert scaling["target_ongoing_requests"] == 8
+    # Serve refuses a replica placement strategy beside the gang's own.
+    assert "placement_group_strategy" not in opts
+    # Each process admits its share of the engine's bound, and the four reserve one GPU.
+    assert cfg.direct_admission_limit() == (64 + 128) // 4
+    assert opts["placement_group_bundles"] == [{"CPU": 1, "GPU": 0.25}]
+    fixed = AppConfig.model_validate(
+        {**GANG, "replica": {"api_processes": 2, "autoscaling": {"min_replicas": 3, "max_replicas": 3}}}
+    )
+    assert server_options(fixed)["num_replicas"] == 6
+
+
+def test_one_api_process_is_no_gang():
+    from serve_app.app import server_options
+    from serve_app.config import AppConfig
+
+    opts = server_options(AppConfig.model_validate(GANG))
+    assert "gang_scheduling_config" not in opts and opts["placement_group_strategy"] == "STRICT_PACK"
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"topology": "routed"}, "needs topology: direct"),
+        ({"engine": {"device": "gpu", "tensor_parallel_size": 2}}, "tensor_parallel_size > 1 is not supported"),
+    ],
+    ids=["routed", "tp2-gpu"],
+)
+def test_api_processes_refused_where_they_cannot_work(change, message):
+    from serve_app.config import AppConfig
+
+    with pytest.raises(ValueError, match=message):
+        AppConfig.model_validate({**GANG, **change, "replica": {"api_processes": 2}})
