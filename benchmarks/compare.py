@@ -440,6 +440,12 @@ def main() -> None:
         metavar="KEY=VALUE",
         help="extra environment for serve run (Ray Serve settings)",
     )
+    p.add_argument(
+        "--api-processes",
+        type=int,
+        default=0,
+        help="ours: API processes per engine (replica.api_processes; default: the config's)",
+    )
     p.add_argument("--dashboard", action="store_true", help="ours with Ray's dashboard (make serve DASHBOARD=1)")
     p.add_argument(
         "--no-cpu-placement",
@@ -500,6 +506,8 @@ def main() -> None:
         app = doc["applications"][0]["args"]
         app["adapters"]["store_dir"] = str(scratch / "adapter-store")
         app["adapters"]["replica_cache_dir"] = str(scratch / "adapter-cache")
+        if args.api_processes:
+            app["replica"]["api_processes"] = args.api_processes
         (scratch / "serve.yaml").write_text(yaml.safe_dump(doc))
         ours_env = {**env, **dict(kv.split("=", 1) for kv in args.ours_env)}
         print(f"this project (serve run) on :{port} {' '.join(args.ours_env)}", file=sys.stderr)
@@ -533,6 +541,7 @@ def main() -> None:
                     "memory": {k: v[1] for k, v in results.items()},
                     "cpu": {k: w.summary() for k, w in merged.items()},
                     "ours_env": args.ours_env,
+                    "api_processes": args.api_processes or cfg.replica.api_processes,
                     "cpu_placement": placement.describe() if placement else None,
                 },
                 indent=1,

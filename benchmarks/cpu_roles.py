@@ -76,17 +76,37 @@ def snapshot(root_pid: int, root_role: str) -> dict[int, Proc]:
     except psutil.Error:
         return {}
     out = {}
+    parents: dict[int, int] = {}
     for p in procs:
         try:
             with p.oneshot():
                 t = p.cpu_times()
                 cmd = " ".join(p.cmdline()) or p.name()
                 started = p.create_time()
+                parents[p.pid] = p.ppid()
         except psutil.Error:
             continue
         role = role_of(cmd, p.pid == root_pid, root_role)
         out[p.pid] = Proc(p.pid, _label(cmd), role, t.user + t.system, started)
+    for proc in out.values():
+        if proc.role == "ray" and _under_replica(proc.pid, parents, out):
+            # vLLM's engine processes under a replica whose title psutil did not
+            # read (seen with a gang's engine core): the engine, not Ray.
+            proc.role = "engine"
     return out
+
+
+def _under_replica(pid: int, parents: dict[int, int], procs: dict[int, Proc]) -> bool:
+    """Whether a non-actor process descends from one of our engine replicas (its engine core, workers)."""
+    if procs[pid].name.startswith("ray::"):
+        return False
+    seen = set()
+    while pid in parents and pid not in seen:
+        seen.add(pid)
+        pid = parents[pid]
+        if pid in procs and procs[pid].role == "replica":
+            return True
+    return False
 
 
 @dataclass

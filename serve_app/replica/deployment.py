@@ -359,6 +359,9 @@ class LLMReplica:
         """The engine died: start a new one here, or leave the replica to Serve to replace."""
         restarts = self._cfg.replica.engine_restarts
         if self._engine.shared:
+            # Its running requests end now, in-band (nothing else would end them: the
+            # engine is another process's child), and Serve restarts the whole gang.
+            self._engine.fail_pending()
             self._health.give_up("its engine is shared by the API processes of a gang: Serve restarts the gang")
             return
         if self._health.deaths > restarts:

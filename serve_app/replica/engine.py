@@ -88,6 +88,33 @@ def engine_kwargs(cfg: AppConfig) -> dict:
     return kwargs
 
 
+def _engine_processes_here(role: GangRole) -> list[Any]:
+    """The engine core's processes, to watch from another rank of its gang on the same node (else none:
+    the health check's round trip to the engine core is then the watch)."""
+    import psutil
+
+    engine = gang.engine_of(role, timeout_s=30)
+    if engine is None or engine["node"] != gang.node_id():
+        return []
+    out = []
+    for pid in engine["pids"]:
+        try:
+            out.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    return out
+
+
+def _running(proc: Any) -> bool:
+    """A process another process started: gone, or a zombie its parent has not reaped, is not running."""
+    import psutil
+
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
 def sampling_params(opts: SamplingOptions) -> SamplingParams:
     return SamplingParams(
         max_tokens=opts.max_tokens,
@@ -148,7 +175,10 @@ class Engine:
         self._cfg = cfg
         self._role = role
         self._engine_procs: Any = None  # rank 0 of a gang: the engine core processes it started
+        self._watched: list[Any] = []  # another rank of a gang: those processes, when on this node
         self._llm = AsyncLLM.from_engine_args(engine_args(cfg)) if role is None else self._gang_client(role)
+        if role is not None and not role.starts_engine:
+            self._watched = _engine_processes_here(role)
 
     def _gang_client(self, role: GangRole) -> AsyncLLM:
         """An engine client of the gang's engine (vLLM's multi-API-server mode, with Ray as the meeting point)."""
@@ -175,6 +205,7 @@ class Engine:
             # The block's end waits for the engine core to start (vLLM's handshake).
             with launch_core_engines(vllm_config, executor_class, False, addresses) as launch:
                 self._engine_procs = launch.engine_manager
+            gang.publish_engine(role, [p.pid for p in self._engine_procs.processes])
         return AsyncLLM(
             vllm_config=vllm_config,
             executor_class=executor_class,
@@ -259,11 +290,17 @@ class Engine:
 
     @property
     def errored(self) -> bool:
-        """The engine is gone: the client says so, or (rank 0 of a gang) a process it started has exited."""
+        """The engine is gone: the client says so, or (a gang) an engine core process has exited."""
         if self._llm.errored:
             return True
         procs = getattr(self._engine_procs, "processes", None) or ()
-        return any(not p.is_alive() for p in procs)
+        if any(not p.is_alive() for p in procs):
+            return True
+        return any(not _running(p) for p in self._watched)
+
+    def fail_pending(self) -> None:
+        """End every running request with EngineDeadError (a gang's client: nothing else will tell them)."""
+        self._llm.output_processor.propagate_error(EngineDeadError())
 
     @property
     def role(self) -> dict | None:

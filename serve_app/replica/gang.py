@@ -86,11 +86,42 @@ def gather(role: GangRole, timeout_s: float) -> list[dict[str, str]]:
     return [found[r] for r in range(role.size)]
 
 
+def _engine_key(role: GangRole) -> bytes:
+    return f"{KEY_PREFIX}{role.gang_id}:engine".encode()
+
+
+def node_id() -> str:
+    import ray
+
+    return ray.get_runtime_context().get_node_id()
+
+
+def publish_engine(role: GangRole, pids: list[int]) -> None:
+    """Rank 0: where the engine core's processes run, so that the other ranks can watch them."""
+    from ray.experimental.internal_kv import _internal_kv_put
+
+    _internal_kv_put(_engine_key(role), json.dumps({"node": node_id(), "pids": pids}).encode(), overwrite=True)
+
+
+def engine_of(role: GangRole, timeout_s: float) -> dict | None:
+    """The engine's node and pids as rank 0 published them (None if it did not within ``timeout_s``)."""
+    from ray.experimental.internal_kv import _internal_kv_get
+
+    deadline = time.monotonic() + timeout_s
+    while (raw := _internal_kv_get(_engine_key(role))) is None:
+        if time.monotonic() > deadline:
+            return None
+        time.sleep(POLL_S)
+    return json.loads(raw)
+
+
 def forget(role: GangRole) -> None:
-    """Remove this rank's key (a restarted gang has a new id; this only keeps the store tidy)."""
+    """Remove this rank's keys (a restarted gang has a new id; this only keeps the store tidy)."""
     from ray.experimental.internal_kv import _internal_kv_del
 
     try:
         _internal_kv_del(_key(role, role.rank))
-    except Exception:  # the GCS may be gone at shutdown; the key is unique to this gang
+        if role.starts_engine:
+            _internal_kv_del(_engine_key(role))
+    except Exception:  # the GCS may be gone at shutdown; the keys are unique to this gang
         return

@@ -469,10 +469,11 @@ def _make_room(request, serve_session, names: tuple[str, ...]) -> None:
 def gang_app(request, serve_session) -> Any:
     """The direct topology with two API processes per engine, the gpt-oss dev adapters registered.
 
-    Its tests run after every other non-fault test, so the apps only earlier
-    tests use make room for it (two more processes: ~4 GiB on this box).
+    Its tests run after the other tests of their tier (the fault test among the
+    fault tests), so the apps only earlier tests use make room for it (two
+    more processes: ~4 GiB on this box).
     """
-    _make_room(request, serve_session, ("tp2", "direct"))
+    _make_room(request, serve_session, ("tp2", "direct", "pair"))
     return _with_gptoss_adapters(request, serve_session, "gang")
 
 

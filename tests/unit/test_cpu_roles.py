@@ -77,3 +77,18 @@ def test_run_queue_wait_of_this_thread(tmp_path):
     fake.write_text("123 4500000000 7\n")
     assert run_queue_wait_s(str(fake)) == pytest.approx(4.5)
     assert run_queue_wait_s(str(tmp_path / "missing")) == 0.0
+
+
+def test_untitled_processes_under_a_replica_are_the_engine():
+    """A gang's engine core was read as plain ``python``: its parentage says what it is."""
+    from benchmarks.cpu_roles import Proc, _under_replica
+
+    procs = {
+        1: Proc(1, "ray::ServeReplica:app:LLMServer", "replica", 0.0),
+        2: Proc(2, "python", "ray", 0.0),  # its engine core
+        3: Proc(3, "python", "ray", 0.0),  # the engine core's worker
+        4: Proc(4, "ray::ServeController", "ray", 0.0),
+        5: Proc(5, "python", "ray", 0.0),  # a driver: under nothing of ours
+    }
+    parents = {2: 1, 3: 2, 4: 9, 5: 9}
+    assert [pid for pid in procs if procs[pid].role == "ray" and _under_replica(pid, parents, procs)] == [2, 3]

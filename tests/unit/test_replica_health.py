@@ -128,6 +128,9 @@ class FakeEngine:
     def shutdown(self) -> None:
         self.shut = True
 
+    def fail_pending(self) -> None:
+        self.failed_pending = True
+
     async def check_health(self) -> None:
         if self.errored:
             raise RuntimeError("EngineDeadError")
@@ -219,6 +222,7 @@ def test_a_gangs_shared_engine_is_never_restarted_in_place():
         with pytest.raises(RuntimeError, match="not restarted"):
             await replica.check_health()
         assert replica._restart is None and FakeEngine.built == built
+        assert replica._engine.failed_pending  # its running requests were ended, not left waiting
 
     built = FakeEngine.built
     asyncio.run(run())
