@@ -198,7 +198,8 @@ class ReplicaConfig(StrictModel):
         le=16,
         description="API processes per engine (direct topology): a gang of this many LLMServer replicas, each "
         "an HTTP front end and an engine client, around one vLLM engine core (vLLM's --api-server-count, "
-        "in Serve: docs/deploy.md). Replica counts and max_ongoing_requests stay per engine.",
+        "in Serve: docs/deploy.md). Replica counts and max_ongoing_requests stay per engine; a dead engine "
+        "restarts in place across the gang (engine_restarts).",
     )
 
     @model_validator(mode="after")

@@ -150,8 +150,9 @@ class LLMReplica:
 
         self._cfg = AppConfig.model_validate(config)
         self._new_engine = Engine
+        self._role = gang.current_role()  # None: an engine of this replica's own
         with keep_log_targets():  # vLLM's logging setup closes Serve's log handler
-            self._engine = Engine(self._cfg, gang.current_role())
+            self._engine = Engine(self._cfg, self._role)
         self._health = EngineHealth(lambda: self._engine.errored, self._on_engine_death)
         self._restart: asyncio.Task | None = None
         self._interval_s = self._cfg.replica.stream_interval_ms / 1000
@@ -359,11 +360,9 @@ class LLMReplica:
         """The engine died: start a new one here, or leave the replica to Serve to replace."""
         restarts = self._cfg.replica.engine_restarts
         if self._engine.shared:
-            # Its running requests end now, in-band (nothing else would end them: the
-            # engine is another process's child), and Serve restarts the whole gang.
+            # Its running requests end now, in-band: in a gang the engine may be
+            # another process's child, and nothing else would end them.
             self._engine.fail_pending()
-            self._health.give_up("its engine is shared by the API processes of a gang: Serve restarts the gang")
-            return
         if self._health.deaths > restarts:
             self._health.give_up(f"it died {self._health.deaths} times; replica.engine_restarts is {restarts}")
             return
@@ -380,10 +379,15 @@ class LLMReplica:
             # Its LoRA id belonged to the dead engine; acquire() loads it into the new one.
             adapter.lora_request = None
         timeout = self._cfg.replica.engine_restart_timeout_s
+        if self._role is not None:
+            # Every rank of the gang saw the same death: all meet again for the next engine.
+            self._role = self._role.next()
         try:
             # Off the event loop: the API of this process keeps answering (503s, forwards) meanwhile.
             with keep_log_targets():
-                self._engine = await asyncio.wait_for(asyncio.to_thread(self._new_engine, self._cfg), timeout)
+                self._engine = await asyncio.wait_for(
+                    asyncio.to_thread(self._new_engine, self._cfg, self._role), timeout
+                )
         except Exception as e:
             self._health.give_up(f"a new engine did not start within {timeout:.0f} s: {e!r}")
             return

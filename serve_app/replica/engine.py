@@ -310,7 +310,7 @@ class Engine:
 
     @property
     def shared(self) -> bool:
-        """One of several clients of this engine (a gang): a dead engine is not restarted in-process."""
+        """One of several clients of this engine (a gang): on its death, running requests must be ended here."""
         return self._role is not None
 
     def shutdown(self) -> None:

@@ -15,6 +15,13 @@ Serve LLM's data-parallel ranks do: every rank binds its sockets and
 publishes their addresses under the gang's id; rank 0 waits for all of
 them, then starts the engine core with the whole list.
 
+When the engine dies, every rank sees it (rank 0 its child process exit, the
+others the same pids, read from the GCS, or a failed round trip) and starts
+over in its own process for the gang's next engine: the keys carry a
+generation number, the same on every rank (one per death), so the ranks meet
+again without talking. No replica leaves Serve's rotation meanwhile (each
+answers 503 with Retry-After at once), as a single-process replica's restart.
+
 This module knows Ray and the rendezvous, not vLLM (``serve_app.replica.engine``).
 """
 
@@ -22,7 +29,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 KEY_PREFIX = "serve_app:gang:"
 POLL_S = 0.2
@@ -30,15 +37,20 @@ POLL_S = 0.2
 
 @dataclass(frozen=True)
 class GangRole:
-    """This replica's place in its engine's gang."""
+    """This replica's place in its engine's gang, and which of the gang's engines (one after each death)."""
 
     gang_id: str
     rank: int
     size: int
+    generation: int = 0
 
     @property
     def starts_engine(self) -> bool:
         return self.rank == 0
+
+    def next(self) -> GangRole:
+        """The same place, for the gang's next engine (every rank moves on when it sees the engine die)."""
+        return replace(self, generation=self.generation + 1)
 
 
 def current_role() -> GangRole | None:
@@ -56,7 +68,7 @@ def current_role() -> GangRole | None:
 
 
 def _key(role: GangRole, rank: int) -> bytes:
-    return f"{KEY_PREFIX}{role.gang_id}:{rank}".encode()
+    return f"{KEY_PREFIX}{role.gang_id}:{role.generation}:{rank}".encode()
 
 
 def publish(role: GangRole, addresses: dict[str, str]) -> None:
@@ -87,7 +99,7 @@ def gather(role: GangRole, timeout_s: float) -> list[dict[str, str]]:
 
 
 def _engine_key(role: GangRole) -> bytes:
-    return f"{KEY_PREFIX}{role.gang_id}:engine".encode()
+    return f"{KEY_PREFIX}{role.gang_id}:{role.generation}:engine".encode()
 
 
 def node_id() -> str:

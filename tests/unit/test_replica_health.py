@@ -118,7 +118,8 @@ class FakeEngine:
     built = 0
     shared = False  # one of a gang's engine clients
 
-    def __init__(self, cfg=None, fail: bool = False):
+    def __init__(self, cfg=None, fail: bool = False, role=None):
+        self.role = role
         if fail:
             raise RuntimeError("CUDA error: an illegal memory access was encountered")
         FakeEngine.built += 1
@@ -150,10 +151,11 @@ def _bare_replica(restarts: int, fail_restart: bool = False):
     )
     replica = LLMReplica.__new__(LLMReplica)
     replica._cfg = cfg
-    replica._new_engine = lambda cfg: FakeEngine(cfg, fail=fail_restart)
+    replica._new_engine = lambda cfg, role=None: FakeEngine(cfg, fail=fail_restart, role=role)
     replica._engine = FakeEngine()
     replica._health = EngineHealth(lambda: replica._engine.errored, replica._on_engine_death, poll_s=0.02)
     replica._restart = None
+    replica._role = None
     replica._loaded = {"pirate@v1": SimpleNamespace(lora_request=object())}
     return replica
 
@@ -211,18 +213,23 @@ def test_requests_on_a_dead_engine_fail_before_they_start():
     asyncio.run(run())
 
 
-def test_a_gangs_shared_engine_is_never_restarted_in_place():
-    """Its other API processes are clients of that engine core: Serve restarts the whole gang instead."""
+def test_a_gangs_shared_engine_restarts_in_place_as_the_gangs_next_engine():
+    """Every rank of a gang sees the death; each ends its running requests and meets the others again
+    for the next engine (the next generation of the gang's rendezvous keys), without leaving Serve."""
+    from serve_app.replica.gang import GangRole
+
     replica = _bare_replica(restarts=3)
     replica._engine.shared = True
+    replica._role = GangRole("g1", rank=1, size=2)
 
     async def run() -> None:
         await replica.check_health()
-        replica._engine.errored = True
-        with pytest.raises(RuntimeError, match="not restarted"):
-            await replica.check_health()
-        assert replica._restart is None and FakeEngine.built == built
-        assert replica._engine.failed_pending  # its running requests were ended, not left waiting
+        first = replica._engine
+        first.errored = True
+        await replica.check_health()  # restarting: Serve keeps the replica
+        assert first.failed_pending  # its running requests were ended, not left waiting
+        await replica._restart
+        assert replica._engine is not first and not replica.engine_dead
+        assert replica._engine.role == GangRole("g1", rank=1, size=2, generation=1)
 
-    built = FakeEngine.built
     asyncio.run(run())
