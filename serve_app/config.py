@@ -451,6 +451,7 @@ class AppConfig(StrictModel):
             "max_rank": self.lora.max_lora_rank,
             "max_bytes": self.lora.max_adapter_bytes,
             "base_models": self.base_model_names(),
+            "base_dir": self.model.resolved_path(),
         }
 
     def placement_group_bundles(self) -> list[dict[str, float]]:

@@ -21,7 +21,7 @@ from pathlib import Path
 from serve_app.adapters.lora_targets import REFUSED, BaseShapes, check_target_parameters, expected_tensor
 from serve_app.protocol.errors import InvalidAdapter
 
-__all__ = ["AdapterSpec", "BaseShapes", "check_name", "validate_adapter"]
+__all__ = ["AdapterSpec", "BaseShapes", "check_name", "same_base", "validate_adapter"]
 
 NAME_RE = re.compile(r"^[a-z0-9][a-z0-9._-]{0,63}$")
 CONFIG_FILE = "adapter_config.json"
@@ -67,6 +67,57 @@ def _peft_config(path: Path, name: str):
         raise InvalidAdapter(f"adapter {name!r}: {CONFIG_FILE} is not a valid peft LoRA config: {e}") from e
 
 
+# What identifies a model in its config.json: two folders that agree on all of
+# these hold the same architecture at the same size (a local copy of one model).
+IDENTITY_KEYS = (
+    "architectures",
+    "model_type",
+    "hidden_size",
+    "intermediate_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "vocab_size",
+    "num_local_experts",
+    "num_experts_per_tok",
+)
+
+
+def _identity(folder: Path) -> dict | None:
+    try:
+        cfg = json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {k: cfg.get(k) for k in IDENTITY_KEYS} if isinstance(cfg, dict) else None
+
+
+def same_base(claimed: object, base_models: frozenset[str], base_dir: str | None) -> bool:
+    """Whether an adapter's ``base_model_name_or_path`` names the served model.
+
+    By name: the served name, the configured path or a ``lora.base_model_names``
+    alias. By folder, as peft writes it when training on a local copy: a path
+    that resolves to the served model's folder, or to a folder whose
+    ``config.json`` agrees with the served one on what identifies a model
+    (``IDENTITY_KEYS``). A path that does not exist here cannot be compared:
+    only an alias admits it.
+    """
+    if not isinstance(claimed, str) or not claimed:
+        return False
+    if claimed in base_models or claimed.rstrip("/") in base_models:
+        return True
+    if base_dir is None or not Path(base_dir).is_dir():
+        return False
+    folder = Path(claimed).expanduser()
+    if not folder.is_absolute() or not folder.is_dir():
+        return False
+    served = Path(base_dir).resolve()
+    if folder.resolve() == served:
+        return True
+    theirs, ours = _identity(folder), _identity(served)
+    return theirs is not None and theirs == ours
+
+
 def validate_adapter(
     path: Path,
     name: str,
@@ -75,11 +126,13 @@ def validate_adapter(
     shapes: BaseShapes,
     max_bytes: int,
     base_models: frozenset[str] | None = None,
+    base_dir: str | None = None,
 ) -> AdapterSpec:
     """Check an adapter folder; raise InvalidAdapter saying why it is refused.
 
     ``base_models``: the names an adapter's ``base_model_name_or_path`` may
-    carry for the served model (None: not checked).
+    carry for the served model (None: not checked); ``base_dir``: the served
+    model's folder, when it is one (see ``same_base``).
     """
     if any(path.glob("*.bin")) or any(path.glob("*.pt")) or any(path.glob("*.pth")):
         raise InvalidAdapter(f"adapter {name!r} ships pickle weights (.bin/.pt); only safetensors are accepted")
@@ -91,10 +144,12 @@ def validate_adapter(
         raise InvalidAdapter(f"adapter {name!r}: {CONFIG_FILE} is not valid JSON") from e
     if not isinstance(cfg, dict) or cfg.get("peft_type") != "LORA":
         raise InvalidAdapter(f"adapter {name!r} is not a LoRA adapter (peft_type must be LORA)")
-    if base_models is not None and cfg.get("base_model_name_or_path") not in base_models:
+    claimed = cfg.get("base_model_name_or_path")
+    if base_models is not None and not same_base(claimed, base_models, base_dir):
         raise InvalidAdapter(
-            f"adapter {name!r} was trained for base model {cfg.get('base_model_name_or_path')!r}, "
-            f"not for the served model ({', '.join(sorted(base_models))})"
+            f"adapter {name!r} was trained for base model {claimed!r}, not for the served model "
+            f"({', '.join(sorted(base_models))}); if that is the same model under another name, add the name "
+            "to lora.base_model_names"
         )
     rank, alpha = cfg.get("r"), cfg.get("lora_alpha", cfg.get("r"))
     if not isinstance(rank, int) or rank < 1:
