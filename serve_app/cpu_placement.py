@@ -6,8 +6,7 @@ but nothing keeps the other processes off the worker's cores: the API
 server, the EngineCore (which busy-waits on the worker) and, for us, Ray's
 and Serve's processes land there whenever the OS puts them there, and each
 time the worker, which makes the tokens, waits. On the 2-core dev box that
-cost ours 5-25% of its throughput (14% on average) at 32 concurrent streams (README,
-Benchmarks: Where it stands).
+cost ours 5-25% of its throughput (14% on average) at 32 concurrent streams (docs/benchmarks.md).
 
 ``plan`` gives the placement that finishes vLLM's own intent: the worker's
 OpenMP threads on every allowed CPU but the reserved ones

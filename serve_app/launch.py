@@ -7,7 +7,7 @@ process has started the local Ray itself. ``serve run`` starts one with
 module processes), and has no flag to leave it out; it skips its own
 ``ray.init`` when Ray is already up. On the 2-core dev box those processes
 take a few hundredths of a core at idle and more under load, all of it from
-the engine (README, Benchmarks). Without the dashboard, Serve's metrics still
+the engine (docs/benchmarks.md). Without the dashboard, Serve's metrics still
 reach the metrics agent, but ``serve status``, ``serve config`` and the web
 UI, which talk to the dashboard's REST API, do not answer: ``--dashboard``
 (``make serve DASHBOARD=1``) keeps it. Clusters (``ray up``, KubeRay) start

@@ -2,7 +2,7 @@
 
 The routed topology (proxy -> Router -> LLMReplica) pays Serve's per-message
 cost on two hops for every streamed chunk: a gRPC stream send in the replica,
-its receive and the ASGI messages in the router (measured in the README). Here
+its receive and the ASGI messages in the router (measured: docs/benchmarks.md). Here
 the router's Starlette application runs in the engine replica's own process,
 as Serve's ingress of this deployment. With HAProxy (``RAY_SERVE_ENABLE_HA_PROXY``)
 haproxy forwards each HTTP request straight to a replica's own port, so a
