@@ -94,7 +94,7 @@ def is_gpt_oss(cfg) -> bool:
 def harmony_template(cfg) -> tuple[str, int]:
     """A chat template whose output is this project's Harmony prompt for loadgen.MESSAGES."""
     from serve_app.endpoints.chat.models import ChatCompletionRequest
-    from serve_app.harmony.chat import prepare
+    from serve_app.endpoints.chat.render import prepare
     from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 
     use_vocab_dir(cfg.model.resolved_vocab_dir())

@@ -134,7 +134,7 @@ async def main_async(args) -> list[dict]:
     from serve_app.app import build_app
     from serve_app.config import AppConfig
     from serve_app.endpoints.chat.models import ChatCompletionRequest
-    from serve_app.harmony.chat import prepare
+    from serve_app.endpoints.chat.render import prepare
     from serve_app.harmony.encoding import use_vocab_dir
 
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

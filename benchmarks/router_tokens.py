@@ -27,14 +27,14 @@ def main() -> None:
     from serve_app.devmodel.vocab import use_vocab
 
     use_vocab(default_dir() / "tiktoken")
+    from serve_app.api import sse
+    from serve_app.api.core import ChoiceRun, Job
+    from serve_app.api.models import ModelRef
     from serve_app.endpoints.chat.output import ChunkWriter
     from serve_app.endpoints.responses.output import ResponseWriter
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.harmony.parse import CompletionParser
     from serve_app.protocol.engine import SamplingOptions, TokenChunk
-    from serve_app.router import sse
-    from serve_app.router.core import ChoiceRun, Job
-    from serve_app.router.models import ModelRef
 
     enc = harmony_encoding()
     text = "<|channel|>analysis<|message|>" + "one two three four five six seven " * (args.tokens // 7 + 1)

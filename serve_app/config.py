@@ -13,7 +13,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from serve_app.devmodel import paths
+from serve_app import locations
 
 # vLLM's accepted --max-lora-rank values.
 LORA_RANKS = (1, 8, 16, 32, 64, 128, 256, 320, 512)
@@ -36,10 +36,10 @@ class ModelConfig(StrictModel):
     )
 
     def resolved_path(self) -> str:
-        return paths.resolve(self.path)
+        return locations.resolve(self.path)
 
     def resolved_vocab_dir(self) -> str | None:
-        return paths.resolve(self.vocab_dir) if self.vocab_dir else None
+        return locations.resolve(self.vocab_dir) if self.vocab_dir else None
 
 
 class EngineConfig(StrictModel):
@@ -131,7 +131,7 @@ class AdapterStoreConfig(StrictModel):
     )
 
     def resolved_store_dir(self) -> str:
-        return paths.resolve(self.store_dir)
+        return locations.resolve(self.store_dir)
 
 
 class AutoscalingConfig(StrictModel):
@@ -318,7 +318,7 @@ class ResponsesConfig(StrictModel):
     )
 
     def resolved_store_dir(self) -> str:
-        return paths.resolve(self.store_dir)
+        return locations.resolve(self.store_dir)
 
 
 # vLLM 0.32 refuses a structural tag nested deeper than this (objects and

@@ -24,7 +24,7 @@ from serve_app.adapters.registry import AdapterRecord, Registry
 from serve_app.adapters.store import AdapterStore
 from serve_app.adapters.validation import BaseShapes, check_name, validate_adapter
 from serve_app.config import AppConfig
-from serve_app.devmodel.paths import resolve as resolve_path
+from serve_app.locations import resolve as resolve_path
 from serve_app.protocol.errors import InvalidAdapter, InvalidRequest, ModelNotFound
 
 logger = logging.getLogger("ray.serve")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from serve_app.adapters.validation import CONFIG_FILE, WEIGHTS_FILE
-from serve_app.devmodel.paths import resolve as resolve_path
+from serve_app.locations import resolve as resolve_path
 from serve_app.protocol.errors import InvalidAdapter, InvalidRequest
 
 OBJECT_SCHEMES = ("s3://", "gs://")

@@ -1,40 +1,16 @@
-"""Where the dev model lives, without importing torch.
-
-Configs name dev-model artifacts as ``devmodel:<artifact>`` (for example
-``devmodel:base``) so the same YAML works whatever cache folder a machine uses.
-"""
+"""Where the dev model lives, without importing torch (the scheme itself: ``serve_app.locations``)."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
-ENV_DIR = "SERVE_APP_DEVMODEL_DIR"
-SCHEME = "devmodel:"
+from serve_app.locations import DEVMODEL_ARTIFACTS as ARTIFACTS
+from serve_app.locations import DEVMODEL_ENV_DIR as ENV_DIR
+from serve_app.locations import DEVMODEL_SCHEME as SCHEME
+from serve_app.locations import devmodel_dir as default_dir
+from serve_app.locations import resolve
 
-# Sub-folders of a build; the builder writes exactly these.
-ARTIFACTS = ("base", "gptoss", "adapters", "tiktoken")
-
-
-def default_dir() -> Path:
-    """The build folder: $SERVE_APP_DEVMODEL_DIR, else the user's cache dir."""
-    if env := os.environ.get(ENV_DIR):
-        return Path(env).expanduser().resolve()
-    cache = os.environ.get("XDG_CACHE_HOME") or "~/.cache"
-    return (Path(cache).expanduser() / "serve_app" / "devmodel").resolve()
-
-
-def resolve(path: str) -> str:
-    """Turn ``devmodel:<artifact>[/sub]`` into a real path; expand ``~`` and env vars otherwise."""
-    if path.startswith(SCHEME):
-        rel = path[len(SCHEME) :]
-        parts = rel.split("/")
-        if not rel or parts[0] not in ARTIFACTS:
-            raise ValueError(f"unknown dev-model artifact {path!r}; expected one of {ARTIFACTS}")
-        if any(p in ("..", ".") for p in parts) or "\\" in rel:
-            raise ValueError(f"{path!r} leaves the dev-model folder; name a folder inside one of {ARTIFACTS}")
-        return str(default_dir() / rel.rstrip("/"))
-    return os.path.expanduser(os.path.expandvars(path))
+__all__ = ["ARTIFACTS", "ENV_DIR", "SCHEME", "default_dir", "resolve", "tiktoken_dir"]
 
 
 def tiktoken_dir(root: Path | None = None) -> Path:

@@ -1,8 +1,10 @@
 """The Harmony seam: an OpenAI chat request in, prompt tokens and decoding rules out.
 
-Everything gpt-oss-specific the router needs sits behind ``prepare`` (request
--> ``HarmonyPrompt``) and ``CompletionParser`` (token stream -> OpenAI deltas,
-in ``serve_app.harmony.parse``). Generic code never asks "is this gpt-oss?".
+Everything gpt-oss-specific the endpoints need sits behind ``prepare_conversation``
+(OpenAI-style messages, tools and output rules -> ``HarmonyPrompt``) and
+``CompletionParser`` (token stream -> OpenAI deltas, in ``serve_app.harmony.parse``).
+Each endpoint turns its own request model into those (``endpoints/chat/render.py``,
+``endpoints/responses/render.py``). Generic code never asks "is this gpt-oss?".
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ from __future__ import annotations
 import datetime
 from dataclasses import dataclass
 
-from serve_app.endpoints.chat.models import ChatCompletionRequest, NamedToolChoice
 from serve_app.harmony import constraints
 from serve_app.harmony.encoding import assistant_stop_token_ids
 from serve_app.harmony.render import conversation, render_prompt
@@ -86,25 +87,3 @@ def prepare_conversation(
         tools_offered=bool(offered),
         constraint_param=param,
     )
-
-
-def prepare(
-    request: ChatCompletionRequest, default_effort: str = DEFAULT_EFFORT, today: datetime.date | None = None
-) -> HarmonyPrompt:
-    """Render a chat-completions request."""
-    tools = [
-        t.function.model_dump(exclude_none=True, include={"name", "description", "parameters"})
-        for t in request.tools or []
-    ]
-    choice = request.tool_choice
-    fmt = request.response_format
-    rules = OutputRules(
-        tool_choice=choice.name if isinstance(choice, NamedToolChoice) else (choice or "auto"),
-        json={"json_schema": "schema", "json_object": "object"}.get(fmt.type) if fmt is not None else None,
-        schema=((fmt.json_schema or {}).get("schema") if fmt is not None else None),
-        format_param="response_format.json_schema.schema"
-        if fmt is not None and fmt.type == "json_schema"
-        else "response_format",
-    )
-    messages = [m.model_dump(exclude_none=True) for m in request.messages]
-    return prepare_conversation(messages, tools, rules, request.reasoning_effort or default_effort, today)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_app.api.auth import KeyRing, bearer_token, digest, matches
 from serve_app.protocol.api_models import AdapterRegistration
 from serve_app.protocol.errors import (
     Forbidden,
@@ -25,7 +26,6 @@ from serve_app.protocol.errors import (
     Unauthorized,
 )
 from serve_app.protocol.wire import parse
-from serve_app.router.auth import KeyRing, bearer_token, digest, matches
 
 ADAPTERS_PATH = "/v1/adapters"
 

@@ -24,6 +24,12 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from serve_app.api.auth import KeyRing, Principal
+from serve_app.api.context import Services
+from serve_app.api.core import EngineRetry, GenerationCore
+from serve_app.api.http import error_response, json_response
+from serve_app.api.liveness import ReplicaLiveness
+from serve_app.api.models import SEPARATOR, AdapterView, ModelResolver
 from serve_app.config import AppConfig
 from serve_app.endpoints.chat.handler import ChatEndpoint
 from serve_app.endpoints.completions.handler import CompletionsEndpoint
@@ -42,13 +48,7 @@ from serve_app.protocol.errors import (
     ServeAppError,
 )
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
-from serve_app.router.auth import KeyRing, Principal
-from serve_app.router.context import Services
-from serve_app.router.core import EngineRetry, GenerationCore
 from serve_app.router.cors import Cors, CorsMiddleware
-from serve_app.router.http import error_response, json_response
-from serve_app.router.liveness import ReplicaLiveness
-from serve_app.router.models import SEPARATOR, AdapterView, ModelResolver
 
 logger = logging.getLogger("ray.serve")
 

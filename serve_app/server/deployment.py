@@ -20,10 +20,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from serve_app.api.liveness import ReplicaLiveness
 from serve_app.config import AppConfig
 from serve_app.replica.deployment import LLMReplica
 from serve_app.router.ingress import Router
-from serve_app.router.liveness import ReplicaLiveness
 from serve_app.server.local import LocalReplica
 
 DEPLOYMENT_NAME = "LLMServer"

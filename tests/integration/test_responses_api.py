@@ -148,7 +148,7 @@ def test_forced_function_call_on_an_unseen_prompt(gptoss, choice, stream):
 
 def test_completions_raw_text_streamed_and_not(gptoss):
     from serve_app.endpoints.chat.models import ChatCompletionRequest
-    from serve_app.harmony.chat import prepare
+    from serve_app.endpoints.chat.render import prepare
     from serve_app.harmony.encoding import harmony_encoding
 
     # The dev model's memorized conversation, rendered as raw Harmony text.

@@ -139,7 +139,7 @@ def router_app(vocab_dir: Path, tmp: Path) -> Iterator[tuple[TestClient, FakeRep
     """The app, its fake replica and store (a generator: the fixture's setup and teardown)."""
     import os
 
-    from serve_app.router import liveness
+    from serve_app.api import liveness
     from serve_app.router.ingress import Router
 
     # What Serve's controller would report for the fake deployment.

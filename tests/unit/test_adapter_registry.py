@@ -138,9 +138,9 @@ def test_admin_check():
 
 
 def test_inference_key_on_admin_routes_is_forbidden(monkeypatch):
+    from serve_app.api.auth import KeyRing
     from serve_app.protocol.errors import Forbidden, Unauthorized
     from serve_app.router.admin import check_admin
-    from serve_app.router.auth import KeyRing
 
     monkeypatch.setenv("TEST_KEYS", "inference-key-1")
     ring = KeyRing("TEST_KEYS")

@@ -8,9 +8,9 @@ import time
 
 import pytest
 
+from serve_app.api import auth
+from serve_app.api.auth import ANONYMOUS, KeyRing, Principal, parse_keys
 from serve_app.protocol.errors import Overloaded, Unauthorized
-from serve_app.router import auth
-from serve_app.router.auth import ANONYMOUS, KeyRing, Principal, parse_keys
 from serve_app.router.cors import Cors
 
 TENANTS = f"""

@@ -42,7 +42,7 @@ def _reference(h, messages, effort="medium"):
 
 def _ours(body):
     from serve_app.endpoints.chat.models import ChatCompletionRequest
-    from serve_app.harmony.chat import prepare
+    from serve_app.endpoints.chat.render import prepare
 
     return prepare(ChatCompletionRequest.model_validate({"model": "m"} | body), today=DATE)
 

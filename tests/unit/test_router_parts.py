@@ -8,12 +8,12 @@ import json
 
 import pytest
 
+from serve_app.api import sse
+from serve_app.api.stops import StopMatcher
 from serve_app.config import AppConfig
 from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion
 from serve_app.harmony.parse import Delta, ToolCallDelta
 from serve_app.protocol.errors import InvalidRequest, ModelNotFound
-from serve_app.router import sse
-from serve_app.router.stops import StopMatcher
 
 CAPITALS = [{"role": "user", "content": "Name the european capitals"}]
 
@@ -49,8 +49,8 @@ def test_stop_matcher_holds_back_only_what_could_match():
 
 @pytest.fixture(scope="module")
 def service(vocab_dir):
+    from serve_app.api.models import ModelResolver
     from serve_app.endpoints.chat.service import ChatService
-    from serve_app.router.models import ModelResolver
 
     cfg = AppConfig.model_validate(
         {
@@ -62,7 +62,7 @@ def service(vocab_dir):
 
 
 def _core(handle=None):
-    from serve_app.router.core import GenerationCore
+    from serve_app.api.core import GenerationCore
 
     return GenerationCore(handle, "gpt-oss-20b", "grpc")
 
@@ -174,10 +174,10 @@ def test_stream_chunks():
 
 
 def test_content_logprobs_pick_the_content_positions(service):
+    from serve_app.api.core import ChoiceRun
     from serve_app.endpoints.chat.output import content_logprobs
     from serve_app.harmony.encoding import harmony_encoding
     from serve_app.protocol.engine import TokenChunk
-    from serve_app.router.core import ChoiceRun
 
     ids = harmony_encoding().encode("<|channel|>final<|message|>Hi there", allowed_special="all")
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "logprobs": True, "top_logprobs": 1})
@@ -211,9 +211,9 @@ def _sse_events(body: bytes) -> list:
 
 
 def _collect_sse(run, events):
+    from serve_app.api import sse
+    from serve_app.api.http import Outcome, sse_response
     from serve_app.endpoints.chat.handler import chunks
-    from serve_app.router import sse
-    from serve_app.router.http import Outcome, sse_response
 
     async def go():
         it = events()
@@ -228,7 +228,7 @@ def _collect_sse(run, events):
 
 
 def test_sse_body_order_usage_and_done(service):
-    from serve_app.router.core import ChoiceEvent
+    from serve_app.api.core import ChoiceEvent
 
     run = _accept(
         service,
@@ -255,8 +255,8 @@ def test_sse_body_order_usage_and_done(service):
 
 
 def test_sse_error_after_first_token_is_in_band_then_done(service):
+    from serve_app.api.core import ChoiceEvent
     from serve_app.protocol.errors import EngineUnavailable
-    from serve_app.router.core import ChoiceEvent
 
     run = _accept(service, {"model": "gpt-oss-20b", "messages": CAPITALS, "stream": True})
     closed = []
@@ -308,8 +308,8 @@ class _FlakyManager:
 def test_adapter_view_outlives_a_manager_restart():
     import asyncio
 
+    from serve_app.api.models import AdapterView
     from serve_app.protocol.errors import EngineUnavailable
-    from serve_app.router.models import AdapterView
 
     async def go():
         manager = _FlakyManager()

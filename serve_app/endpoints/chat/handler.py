@@ -5,14 +5,14 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serve_app.api import sse
+from serve_app.api.auth import Principal
+from serve_app.api.context import Services
+from serve_app.api.core import ChoiceEvent, Job
+from serve_app.api.endpoint import GenerationEndpoint
+from serve_app.api.http import Outcome
 from serve_app.endpoints.chat.output import ChoiceState, ChunkWriter, completion, content_logprobs
 from serve_app.endpoints.chat.service import ChatRun, ChatService
-from serve_app.router import sse
-from serve_app.router.auth import Principal
-from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent, Job
-from serve_app.router.endpoint import GenerationEndpoint
-from serve_app.router.http import Outcome
 
 PATH = "/v1/chat/completions"
 

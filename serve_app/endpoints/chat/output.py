@@ -12,9 +12,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from serve_app.api.core import TokenLogprobs
 from serve_app.harmony.encoding import token_text
 from serve_app.harmony.parse import Delta
-from serve_app.router.core import TokenLogprobs
 
 
 def _logprob(token_id: int, logprob: float) -> dict[str, Any]:

@@ -14,16 +14,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.api.auth import ANONYMOUS, Principal
+from serve_app.api.core import Job
+from serve_app.api.models import ModelRef, ModelResolver
 from serve_app.config import AppConfig
 from serve_app.endpoints import limits
 from serve_app.endpoints.chat.models import ChatCompletionRequest
+from serve_app.endpoints.chat.render import prepare
 from serve_app.endpoints.common import completion_budget, request_sampling
-from serve_app.harmony.chat import HarmonyPrompt, prepare
+from serve_app.harmony.chat import HarmonyPrompt
 from serve_app.harmony.parse import CompletionParser
 from serve_app.protocol.wire import parse
-from serve_app.router.auth import ANONYMOUS, Principal
-from serve_app.router.core import Job
-from serve_app.router.models import ModelRef, ModelResolver
 
 
 @dataclass

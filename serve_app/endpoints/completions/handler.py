@@ -5,6 +5,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Any
 
+from serve_app.api import sse
+from serve_app.api.auth import Principal
+from serve_app.api.context import Services
+from serve_app.api.core import ChoiceEvent, Job
+from serve_app.api.endpoint import GenerationEndpoint
+from serve_app.api.http import Outcome
 from serve_app.endpoints.completions.output import (
     TextChoice,
     TextChunkWriter,
@@ -13,12 +19,6 @@ from serve_app.endpoints.completions.output import (
     legacy_logprobs,
 )
 from serve_app.endpoints.completions.service import CompletionRun, CompletionsService
-from serve_app.router import sse
-from serve_app.router.auth import Principal
-from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent, Job
-from serve_app.router.endpoint import GenerationEndpoint
-from serve_app.router.http import Outcome
 
 
 class CompletionsEndpoint(GenerationEndpoint[CompletionRun]):

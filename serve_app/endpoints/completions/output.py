@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.api.core import TokenLogprobs
 from serve_app.endpoints.chat.output import usage
 from serve_app.harmony.encoding import token_text
-from serve_app.router.core import TokenLogprobs
 
 
 @dataclass

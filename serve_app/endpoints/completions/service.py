@@ -9,6 +9,9 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.api.auth import ANONYMOUS, Principal
+from serve_app.api.core import Job
+from serve_app.api.models import ModelResolver
 from serve_app.config import AppConfig
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
@@ -18,9 +21,6 @@ from serve_app.harmony.encoding import harmony_encoding
 from serve_app.harmony.tokens import VOCAB_SIZE, encode_text
 from serve_app.protocol.errors import InvalidRequest
 from serve_app.protocol.wire import parse
-from serve_app.router.auth import ANONYMOUS, Principal
-from serve_app.router.core import Job
-from serve_app.router.models import ModelResolver
 
 
 @dataclass

@@ -5,9 +5,9 @@ from __future__ import annotations
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.api.context import Services
+from serve_app.api.http import json_response
 from serve_app.endpoints.conversations.service import ConversationService
-from serve_app.router.context import Services
-from serve_app.router.http import json_response
 
 
 class ConversationsEndpoint:

@@ -14,10 +14,10 @@ from typing import Any, Literal
 
 from pydantic import Field, field_validator
 
+from serve_app.api.auth import Principal
 from serve_app.endpoints.responses.models import InputItem, ItemReference
 from serve_app.protocol.errors import InvalidRequest, RouteNotFound
 from serve_app.protocol.wire import WireModel, parse
-from serve_app.router.auth import Principal
 
 MAX_ITEMS_PER_CALL = 20  # OpenAI: "You may add up to 20 items at a time."
 

@@ -8,15 +8,15 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.api import sse
+from serve_app.api.auth import Principal
+from serve_app.api.context import Services
+from serve_app.api.core import ChoiceEvent, Job
+from serve_app.api.endpoint import GenerationEndpoint
+from serve_app.api.http import Outcome, json_response
 from serve_app.endpoints.conversations.service import ConversationService, as_stored
 from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
 from serve_app.protocol.errors import EngineUnavailable, ServeAppError
-from serve_app.router import sse
-from serve_app.router.auth import Principal
-from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent, Job
-from serve_app.router.endpoint import GenerationEndpoint
-from serve_app.router.http import Outcome, json_response
 
 
 class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):

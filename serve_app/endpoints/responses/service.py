@@ -15,6 +15,9 @@ from typing import Any
 
 from pydantic import TypeAdapter
 
+from serve_app.api.auth import ANONYMOUS, Principal
+from serve_app.api.core import Job
+from serve_app.api.models import ModelResolver
 from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
@@ -26,9 +29,6 @@ from serve_app.harmony.chat import HarmonyPrompt, prepare_conversation
 from serve_app.harmony.parse import CompletionParser
 from serve_app.protocol.errors import RouteNotFound
 from serve_app.protocol.wire import parse
-from serve_app.router.auth import ANONYMOUS, Principal
-from serve_app.router.core import Job
-from serve_app.router.models import ModelResolver
 
 _ITEMS = TypeAdapter(list[InputItem])
 

@@ -18,12 +18,12 @@ from typing import Any, Generic, TypeVar
 from starlette.requests import Request
 from starlette.responses import Response
 
+from serve_app.api import sse
+from serve_app.api.auth import Principal
+from serve_app.api.context import Services
+from serve_app.api.core import ChoiceEvent, Job
+from serve_app.api.http import Outcome, json_response, peek, sse_response
 from serve_app.protocol.errors import ServeAppError
-from serve_app.router import sse
-from serve_app.router.auth import Principal
-from serve_app.router.context import Services
-from serve_app.router.core import ChoiceEvent, Job
-from serve_app.router.http import Outcome, json_response, peek, sse_response
 
 RunT = TypeVar("RunT")
 

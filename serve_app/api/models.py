@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from serve_app.api.auth import ANONYMOUS, Principal
 from serve_app.protocol.errors import EngineUnavailable, ModelNotFound
-from serve_app.router.auth import ANONYMOUS, Principal
 
 SEPARATOR = ":"
 # A registry check slower than this serves the last view instead of holding requests.

@@ -17,14 +17,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from serve_app.api.auth import ANONYMOUS, Principal
+from serve_app.api.liveness import ReplicaLiveness
+from serve_app.api.models import ModelRef
+from serve_app.api.stops import StopMatcher
 from serve_app.harmony.parse import Delta
 from serve_app.metrics import RequestMetrics
 from serve_app.protocol.engine import GenerateRequest, SamplingOptions, TokenChunk
 from serve_app.protocol.errors import EngineDead, EngineUnavailable, Overloaded, ServeAppError
-from serve_app.router.auth import ANONYMOUS, Principal
-from serve_app.router.liveness import ReplicaLiveness
-from serve_app.router.models import ModelRef
-from serve_app.router.stops import StopMatcher
 
 logger = logging.getLogger("ray.serve")
 

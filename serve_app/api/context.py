@@ -7,11 +7,11 @@ from typing import Any
 
 from starlette.requests import Request
 
+from serve_app.api.auth import KeyRing, Principal
+from serve_app.api.core import GenerationCore
+from serve_app.api.http import read_json
+from serve_app.api.models import ModelResolver
 from serve_app.config import AppConfig
-from serve_app.router.auth import KeyRing, Principal
-from serve_app.router.core import GenerationCore
-from serve_app.router.http import read_json
-from serve_app.router.models import ModelResolver
 
 
 @dataclass
