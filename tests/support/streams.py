@@ -8,7 +8,7 @@ from typing import Any
 
 import httpx
 
-from benchmarks.overload import burst
+from benchmarks.diagnostics.overload import burst
 
 BASE = "gpt-oss-20b"
 

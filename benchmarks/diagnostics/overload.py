@@ -1,6 +1,6 @@
 """Backpressure: what a burst beyond the replicas' bounds gets.
 
-    .venv/bin/python benchmarks/overload.py [--ongoing 8] [--queued 8] [--extra 16] [--tokens 128]
+    .venv/bin/python benchmarks/diagnostics/overload.py [--ongoing 8] [--queued 8] [--extra 16] [--tokens 128]
 
 Starts a local Ray Serve with configs/dev-cpu.yaml on a free 127.0.0.1 port,
 its replica bounded to ``--ongoing`` running and ``--queued`` queued
@@ -24,7 +24,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MESSAGES = [{"role": "user", "content": "Count from one to twenty"}]
 
 

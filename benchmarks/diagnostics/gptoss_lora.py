@@ -1,6 +1,6 @@
 """LoRA on the gpt-oss dev model: registration to first token, and tokens/s by adapter kind.
 
-    .venv/bin/python benchmarks/gptoss_lora.py [--concurrency 8] [--requests 64] [--json out.json]
+    .venv/bin/python benchmarks/diagnostics/gptoss_lora.py [--concurrency 8] [--requests 64] [--json out.json]
 
 Starts a local Ray Serve from configs/dev-cpu-gptoss.yaml with a fresh adapter
 store (its bootstrap registers the dev adapters: ``pirate`` on attention +
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(REPO / "benchmarks"))
 ADMIN_KEY = "bench-admin-key"
 MESSAGES = [

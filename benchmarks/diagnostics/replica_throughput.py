@@ -1,6 +1,6 @@
 """Replica throughput on the dev model: tokens/s at a given concurrency, base vs. adapter.
 
-    .venv/bin/python benchmarks/replica_throughput.py [--concurrency 8] [--tokens 256] [--rounds 3]
+    .venv/bin/python benchmarks/diagnostics/replica_throughput.py [--concurrency 8] [--tokens 256] [--rounds 3]
 
 Starts a local Ray Serve with configs/dev-cpu.yaml, sends `concurrency`
 simultaneous streams straight to the LLMReplica handle (no HTTP), each forced
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 async def _one(handle, prompt, adapter, tokens):

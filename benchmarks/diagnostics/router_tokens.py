@@ -1,6 +1,6 @@
 """The router's own work per streamed token, in one process (no Ray, no engine).
 
-    .venv/bin/python benchmarks/router_tokens.py [--tokens 600] [--repeat 5]
+    .venv/bin/python benchmarks/diagnostics/router_tokens.py [--tokens 600] [--repeat 5]
 
 What the Router does for each token chunk that reaches it: the chunk from its
 wire form, the generation core's per-choice step (Harmony parser, stop

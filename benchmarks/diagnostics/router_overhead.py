@@ -1,6 +1,6 @@
 """What the router costs: streaming through HTTP + router vs. straight to the replica.
 
-    .venv/bin/python benchmarks/router_overhead.py [--concurrency 1 8 32] [--tokens 128] [--rounds 3]
+    .venv/bin/python benchmarks/diagnostics/router_overhead.py [--concurrency 1 8 32] [--tokens 128] [--rounds 3]
 
 Starts a local Ray Serve with configs/dev-cpu.yaml on a free 127.0.0.1 port.
 For each concurrency it alternates two kinds of round with the same prompt
@@ -35,7 +35,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Count from one to twenty"},

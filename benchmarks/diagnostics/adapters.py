@@ -1,6 +1,6 @@
 """Adapter serving on the dev model: cold start, switching, throughput, affinity.
 
-    .venv/bin/python benchmarks/adapters.py [--json]
+    .venv/bin/python benchmarks/diagnostics/adapters.py [--json]
 
 Starts a local Ray Serve from configs/dev-cpu.yaml (engine LoRA slots raised
 to 8 so 8 adapters fit) with a fresh adapter store, registers adapters over
@@ -30,7 +30,7 @@ from pathlib import Path
 
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant."},
     {"role": "user", "content": "Name the european capitals"},
