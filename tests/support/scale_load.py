@@ -80,7 +80,7 @@ async def _one(client: openai.AsyncOpenAI, model: str, prompt: str, t0: float, m
             stream=True,
         )
         async for chunk in stream:
-            if out.ttft is None and chunk.choices and (chunk.choices[0].delta.content or chunk.choices[0].delta):
+            if out.ttft is None and chunk.choices:  # the first chunk with choices, as vLLM's benchmark counts
                 out.ttft = time.monotonic() - t0 - out.start
             if chunk.choices and chunk.choices[0].finish_reason:
                 finished = True
@@ -90,7 +90,8 @@ async def _one(client: openai.AsyncOpenAI, model: str, prompt: str, t0: float, m
         out.retry_after = e.response.headers.get("retry-after")
         out.error = str(e)[:200]
     except (openai.APIConnectionError, openai.APIError, httpx.HTTPError) as e:
-        # A stream that broke after its 200 (a connection cut, an error event in-band).
+        # A stream that broke after its 200 (a connection cut, an error event in-band), or a
+        # connection that failed before one: either counts against the server.
         out.cut = True
         out.error = f"{type(e).__name__}: {str(e)[:200]}"
     out.end = time.monotonic() - t0
