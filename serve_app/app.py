@@ -55,7 +55,9 @@ def replica_options(cfg: AppConfig) -> dict[str, Any]:
         env.setdefault("VLLM_CPU_OMP_THREADS_BIND", "nobind")
     return {
         "name": "LLMReplica",
-        **_scaling(r.autoscaling),
+        # Counts in config are per engine; an engine is api_processes Serve replicas
+        # (more than one only in the direct topology: serve_app.replica.gang).
+        **_scaling(r.autoscaling, per_unit=r.api_processes),
         "max_ongoing_requests": r.max_ongoing_requests,
         # Bounded: beyond it the router gets BackPressureError and answers 429.
         "max_queued_requests": r.max_queued_requests,
@@ -128,7 +130,6 @@ def server_options(cfg: AppConfig) -> dict[str, Any]:
     if k > 1:
         # A gang per engine (serve_app.replica.gang): its replicas start, fail
         # and scale together; rank 0 runs the engine core, every rank is a client.
-        out.update(_scaling(cfg.replica.autoscaling, per_unit=k))
         out.pop("placement_group_strategy")  # the gang's own strategy places the replicas
         out["gang_scheduling_config"] = {
             "gang_size": k,
