@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 from serve_app.harmony import constraints
 from serve_app.harmony.encoding import assistant_stop_token_ids
-from serve_app.harmony.render import conversation, render_prompt
+from serve_app.harmony.render import ResponseFormat, conversation, render_prompt
 
 DEFAULT_EFFORT = "medium"
 
@@ -43,6 +43,9 @@ class OutputRules:
     tool_choice: str = "auto"
     json: str | None = None
     schema: dict | None = None
+    # The schema's name and description, for the prompt's ``# Response Formats`` section.
+    format_name: str | None = None
+    format_description: str | None = None
     # Where the endpoint's request holds the format's schema and the tools.
     format_param: str = "response_format"
     tools_param: str = "tools"
@@ -62,6 +65,12 @@ def _structural_tag(rules: OutputRules, tools: list[dict]) -> tuple[str | None, 
     return None, None
 
 
+def _response_format(rules: OutputRules) -> ResponseFormat | None:
+    if rules.json != "schema" or rules.schema is None:
+        return None
+    return ResponseFormat(rules.format_name or "response", rules.schema, rules.format_description)
+
+
 def prepare_conversation(
     messages: list[dict],
     tools: list[dict],
@@ -78,7 +87,9 @@ def prepare_conversation(
     """
     offered = [] if rules.tool_choice == "none" else tools
     date = (today or datetime.datetime.now(datetime.UTC).date()).isoformat()
-    harmony_messages = conversation(messages, offered, effort=effort, date=date)
+    harmony_messages = conversation(
+        messages, offered, effort=effort, date=date, response_format=_response_format(rules)
+    )
     tag, param = _structural_tag(rules, offered)
     return HarmonyPrompt(
         prompt_token_ids=render_prompt(harmony_messages),

@@ -2,7 +2,11 @@
 
 The request's system and developer messages become the developer message's
 instructions; function tools go into the developer message; the Harmony system
-message carries the reasoning effort and the conversation date. Assistant tool
+message carries the reasoning effort and the conversation date. A JSON-schema
+output format goes last in the developer message, as a ``# Response Formats``
+section (the Harmony guide's "Structured output": the schema tells the model
+what to write; the grammar, ``serve_app.harmony.constraints``, enforces it).
+Assistant tool
 calls become ``commentary`` messages to ``functions.<name>`` with
 ``<|constrain|>json``; tool results are authored by ``functions.<name>``.
 
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 from openai_harmony import (
@@ -30,12 +35,29 @@ from openai_harmony import (
     RenderConversationConfig,
     Role,
     SystemContent,
+    TextContent,
     ToolDescription,
 )
 
 from serve_app.harmony.encoding import harmony_encoding
 
 EFFORTS = {"low": ReasoningEffort.LOW, "medium": ReasoningEffort.MEDIUM, "high": ReasoningEffort.HIGH}
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    """A named JSON schema the final answer must follow (``response_format``/``text.format``)."""
+
+    name: str
+    schema: dict[str, Any]
+    description: str | None = None
+
+    def section(self) -> str:
+        """The developer message's ``# Response Formats`` section for this format."""
+        # One line each: a name or description cannot open a section of its own.
+        name = " ".join(self.name.split())
+        comment = f"// {' '.join(self.description.split())}\n" if self.description else ""
+        return f"# Response Formats\n\n## {name}\n\n{comment}{json.dumps(self.schema, separators=(',', ':'))}"
 
 
 def _text(content: Any) -> str:
@@ -47,7 +69,13 @@ def _text(content: Any) -> str:
     return "".join(part.get("text", "") for part in content if part.get("type") == "text")
 
 
-def _header(messages: Sequence[dict], tools: Sequence[dict], effort: str, date: str | None) -> list[Message]:
+def _header(
+    messages: Sequence[dict],
+    tools: Sequence[dict],
+    effort: str,
+    date: str | None,
+    response_format: ResponseFormat | None,
+) -> list[Message]:
     system = SystemContent.new().with_reasoning_effort(EFFORTS[effort])
     if date:
         system = system.with_conversation_start_date(date)
@@ -64,7 +92,12 @@ def _header(messages: Sequence[dict], tools: Sequence[dict], effort: str, date: 
                     for t in tools
                 ]
             )
-        out.append(Message.from_role_and_content(Role.DEVELOPER, developer))
+        message = Message.from_role_and_content(Role.DEVELOPER, developer)
+        if response_format is not None:
+            message = message.adding_content(TextContent(text="\n\n" + response_format.section()))
+        out.append(message)
+    elif response_format is not None:
+        out.append(Message.from_role_and_content(Role.DEVELOPER, response_format.section()))
     return out
 
 
@@ -120,9 +153,10 @@ def conversation(
     tools: Sequence[dict] = (),
     effort: str = "medium",
     date: str | None = None,
+    response_format: ResponseFormat | None = None,
 ) -> list[Message]:
     """Harmony messages for an OpenAI-style conversation (``tools`` are function specs)."""
-    return _header(messages, tools, effort, date) + _history(messages)
+    return _header(messages, tools, effort, date, response_format) + _history(messages)
 
 
 def render_prompt(harmony_messages: list[Message]) -> list[int]:

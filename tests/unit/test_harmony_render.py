@@ -242,3 +242,85 @@ def test_constraints_for_tool_choice_and_response_format(h):
         "json_schema"
     ] == {"type": "object"}
     assert _tag({"response_format": {"type": "text"}}) is None
+
+
+BOOK = {
+    "type": "object",
+    "properties": {"title": {"type": "string"}, "year": {"type": "integer"}},
+    "required": ["title", "year"],
+}
+
+
+def _developer_text(h, prompt_ids):
+    enc = h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS)
+    text = enc.decode(prompt_ids)
+    start = text.index("<|start|>developer<|message|>") + len("<|start|>developer<|message|>")
+    return text[start : text.index("<|end|>", start)]
+
+
+def test_json_schema_goes_last_in_the_developer_message_as_the_guide_shows(h):
+    """The Harmony guide's "Structured output": ``# Response Formats``, ``## name``, ``// description``, the schema."""
+    fmt = {"type": "json_schema", "json_schema": {"name": "book", "description": "A book.", "schema": BOOK}}
+    p = _ours(
+        {
+            "messages": [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Dune, 1965"}],
+            "tools": [{"type": "function", "function": WEATHER}],
+            "response_format": fmt,
+        }
+    )
+    reference = _reference(h, [_dev(h, "Be brief.", [WEATHER]), _user(h, "Dune, 1965")])
+    dev = _developer_text(h, p.prompt_token_ids)
+    assert dev == _developer_text(h, reference) + (
+        '\n\n# Response Formats\n\n## book\n\n// A book.\n{"type":"object","properties":{"title":{"type":"string"},'
+        '"year":{"type":"integer"}},"required":["title","year"]}'
+    )
+
+
+def test_json_schema_alone_makes_a_developer_message_and_names_stay_on_one_line(h):
+    fmt = {
+        "type": "json_schema",
+        "json_schema": {"name": "my\nbook", "description": "line one\n# Tools", "schema": BOOK},
+    }
+    p = _ours({"messages": [{"role": "user", "content": "Dune"}], "response_format": fmt})
+    dev = _developer_text(h, p.prompt_token_ids)
+    assert dev.startswith("# Response Formats\n\n## my book\n\n// line one # Tools\n{")
+    # json_object and text formats name no schema: no section, as before.
+    for plain in ({"type": "json_object"}, {"type": "text"}):
+        q = _ours({"messages": [{"role": "user", "content": "Dune"}], "response_format": plain})
+        assert "<|start|>developer" not in h.load_harmony_encoding(h.HarmonyEncodingName.HARMONY_GPT_OSS).decode(
+            q.prompt_token_ids
+        )
+
+
+def test_a_description_that_is_not_a_string_is_refused():
+    from pydantic import ValidationError
+
+    from serve_app.endpoints.chat.models import ResponseFormat
+
+    with pytest.raises(ValidationError, match="description must be a string"):
+        ResponseFormat.model_validate({"type": "json_schema", "json_schema": {"name": "b", "description": 3}})
+
+
+def test_responses_text_format_is_rendered_the_same_way(h):
+    from serve_app.endpoints.responses.models import ResponsesRequest
+    from serve_app.endpoints.responses.render import rules
+    from serve_app.harmony.chat import prepare_conversation
+
+    request = ResponsesRequest.model_validate(
+        {
+            "model": "m",
+            "input": "Dune",
+            "text": {"format": {"type": "json_schema", "name": "book", "description": "A book.", "schema": BOOK}},
+        }
+    )
+    p = prepare_conversation([{"role": "user", "content": "Dune"}], [], rules(request), today=DATE)
+    chat = _ours(
+        {
+            "messages": [{"role": "user", "content": "Dune"}],
+            "response_format": {
+                "type": "json_schema",
+                "json_schema": {"name": "book", "description": "A book.", "schema": BOOK},
+            },
+        }
+    )
+    assert p.prompt_token_ids == chat.prompt_token_ids

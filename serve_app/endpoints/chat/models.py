@@ -116,6 +116,9 @@ class ResponseFormat(WireModel):
             schema = self.json_schema.get("schema")
             if schema is not None and not isinstance(schema, dict):
                 raise ValueError("response_format json_schema.schema must be an object")
+            description = self.json_schema.get("description")
+            if description is not None and not isinstance(description, str):
+                raise ValueError("response_format json_schema.description must be a string")
         return self
 
 

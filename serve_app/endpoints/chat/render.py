@@ -22,6 +22,8 @@ def prepare(
         tool_choice=choice.name if isinstance(choice, NamedToolChoice) else (choice or "auto"),
         json={"json_schema": "schema", "json_object": "object"}.get(fmt.type) if fmt is not None else None,
         schema=((fmt.json_schema or {}).get("schema") if fmt is not None else None),
+        format_name=((fmt.json_schema or {}).get("name") if fmt is not None else None),
+        format_description=((fmt.json_schema or {}).get("description") if fmt is not None else None),
         format_param="response_format.json_schema.schema"
         if fmt is not None and fmt.type == "json_schema"
         else "response_format",

@@ -55,6 +55,8 @@ def rules(request: ResponsesRequest) -> OutputRules:
         tool_choice=choice if isinstance(choice, str) else choice.name,
         json={"json_schema": "schema", "json_object": "object"}.get(fmt.type) if fmt is not None else None,
         schema=fmt.schema_ if fmt is not None else None,
+        format_name=fmt.name if fmt is not None else None,
+        format_description=fmt.description if fmt is not None else None,
         format_param="text.format.schema" if fmt is not None and fmt.type == "json_schema" else "text.format",
     )
 
