@@ -16,6 +16,7 @@ from ray.serve import Application
 from serve_app.adapters.manager import AdapterManager
 from serve_app.config import AppConfig, AutoscalingConfig
 from serve_app.endpoints.responses.store import ResponseStore
+from serve_app.quotas.keeper import QuotaKeeper
 from serve_app.replica.deployment import LLMReplica
 from serve_app.replica.routing import ROUTER_CLASS
 from serve_app.router.ingress import Router
@@ -160,6 +161,16 @@ def store_options(cfg: AppConfig) -> dict[str, Any]:
     }
 
 
+def quota_keeper_options(cfg: AppConfig) -> dict[str, Any]:
+    # One keeper: a tenant's requests are counted once, over every HTTP process.
+    return {
+        "name": "QuotaKeeper",
+        "num_replicas": 1,
+        "max_ongoing_requests": 1024,
+        "ray_actor_options": _actor_options(cfg.quotas.num_cpus, cfg.quotas.resources),
+    }
+
+
 def _actor_options(num_cpus: float, resources: dict[str, float]) -> dict[str, Any]:
     return {"num_cpus": num_cpus, "resources": dict(resources)} if resources else {"num_cpus": num_cpus}
 
@@ -179,10 +190,13 @@ def build_app(args: dict[str, Any]) -> Application:
     store = None
     if cfg.responses.enabled:
         store = _deployment(ResponseStore).options(**store_options(cfg)).bind(config)
+    quotas = None
+    if cfg.quotas.enabled:
+        quotas = _deployment(QuotaKeeper).options(**quota_keeper_options(cfg)).bind(config)
     if cfg.topology == "direct":
         server = _deployment(serve.ingress()(LLMServer)).options(**server_options(cfg))
-        return server.bind(config, manager, store)
+        return server.bind(config, manager, store, quotas)
     replica = _deployment(LLMReplica).options(**replica_options(cfg)).bind(config, manager)
     # The router is a Starlette application (``Router.__serve_build_asgi_app__``).
     router = _deployment(serve.ingress()(Router)).options(**router_options(cfg))
-    return router.bind(config, replica, manager, store)
+    return router.bind(config, replica, manager, store, quotas)

@@ -321,6 +321,22 @@ class ResponsesConfig(StrictModel):
         return locations.resolve(self.store_dir)
 
 
+class QuotasConfig(StrictModel):
+    """Per-tenant quotas (the keys file's ``max_concurrent_requests``, ``tokens_per_minute``): their counter."""
+
+    enabled: bool = Field(
+        True,
+        description="Deploy the QuotaKeeper, the one actor that counts every tenant's requests and tokens over "
+        "all replicas. Off: a keys file that sets a quota is refused.",
+    )
+    num_cpus: float = Field(0, ge=0, description="CPUs of the keeper actor.")
+    resources: dict[str, float] = Field(
+        default_factory=dict,
+        description="Custom Ray resources the keeper needs, e.g. {serve_app_head: 1} to keep it on the head node "
+        "(it is restarted with fresh counters if its node goes).",
+    )
+
+
 # vLLM 0.32 refuses a structural tag nested deeper than this (objects and
 # arrays: MAX_STRUCTURED_OUTPUT_JSON_NESTING 64 + STRUCTURAL_TAG_WRAPPER_NESTING
 # 16, vllm/sampling_params.py); a unit test keeps it equal to vLLM's.
@@ -390,6 +406,7 @@ class AppConfig(StrictModel):
     sampling_defaults: SamplingDefaults = Field(
         default_factory=SamplingDefaults, description="Sampling where a request leaves a field out."
     )
+    quotas: QuotasConfig = Field(default_factory=QuotasConfig, description="Per-tenant quotas' counter.")
     responses: ResponsesConfig = Field(
         default_factory=ResponsesConfig, description="The Responses API's store of responses."
     )

@@ -10,6 +10,8 @@ secret file (``auth.api_keys_file``, or the file named by
     - key: sk-acme-...              # or key_sha256: <hex digest>, to keep no plaintext at rest
       name: acme                    # shown in logs instead of the key
       adapters: ["acme-*", shared]  # fnmatch patterns; left out: every adapter
+      max_concurrent_requests: 4    # quotas (serve_app.quotas.limits), each optional
+      tokens_per_minute: 20000
 
 No key configured anywhere: inference is open (like ``vllm serve`` without
 ``--api-key``). Keys are kept only as SHA-256 digests and compared in constant
@@ -34,6 +36,8 @@ from typing import Any
 import yaml
 
 from serve_app.protocol.errors import Unauthorized
+from serve_app.quotas.limits import FIELDS as QUOTA_FIELDS
+from serve_app.quotas.limits import Quota, quota_of
 
 logger = logging.getLogger("ray.serve")
 
@@ -49,6 +53,8 @@ class Principal:
     name: str
     # fnmatch patterns; None: every adapter.
     adapters: tuple[str, ...] | None = None
+    # Its quota (None: none).
+    quota: Quota | None = None
 
     def may_use(self, adapter: str) -> bool:
         return self.adapters is None or any(fnmatch.fnmatchcase(adapter, p) for p in self.adapters)
@@ -92,8 +98,8 @@ def _entry(item: Any, where: str) -> ApiKey:
     if isinstance(item, str):
         return ApiKey(_checked_key(item, where), Principal(f"key-{where.rsplit('[', 1)[-1].rstrip(']')}"))
     if not isinstance(item, dict):
-        raise ValueError(f"{where}: an entry is a key or a mapping with key, name, adapters")
-    unknown = set(item) - {"key", "key_sha256", "name", "adapters"}
+        raise ValueError(f"{where}: an entry is a key or a mapping with key, name, adapters and quotas")
+    unknown = set(item) - {"key", "key_sha256", "name", "adapters", *QUOTA_FIELDS}
     if unknown:
         raise ValueError(f"{where}: unknown field(s) {sorted(unknown)}")
     if ("key" in item) == ("key_sha256" in item):
@@ -113,7 +119,7 @@ def _entry(item: Any, where: str) -> ApiKey:
         if not isinstance(adapters, list) or not all(isinstance(a, str) and a for a in adapters):
             raise ValueError(f"{where}.adapters: must be a list of adapter names or patterns")
         adapters = tuple(adapters)
-    return ApiKey(dig, Principal(name, adapters))
+    return ApiKey(dig, Principal(name, adapters, quota_of(item, where)))
 
 
 def _checked_key(key: Any, where: str) -> bytes:
@@ -143,10 +149,12 @@ def matches(token: str | None, digests: list[bytes]) -> int | None:
 class KeyRing:
     """The configured inference keys; ``authenticate`` maps a header to a Principal."""
 
-    def __init__(self, env_name: str, file: str | None = None):
+    def __init__(self, env_name: str, file: str | None = None, quotas: bool = True):
         self._env_name = env_name
         self._file = file or os.environ.get(env_name + FILE_ENV_SUFFIX) or None
-        self._env_keys = parse_keys(os.environ.get(env_name, ""), env_name)
+        # Whether quotas are counted (the app's QuotaKeeper): if not, a key that sets one is refused.
+        self._quotas = quotas
+        self._env_keys = self._parse(os.environ.get(env_name, ""), env_name)
         self._file_keys: list[ApiKey] = []
         self._mtime: float | None = None
         self._checked = time.monotonic()
@@ -170,7 +178,7 @@ class KeyRing:
             mtime = path.stat().st_mtime
             if mtime == self._mtime:
                 return
-            keys = parse_keys(path.read_text(), str(path))
+            keys = self._parse(path.read_text(), str(path))
         except (OSError, ValueError) as e:
             if strict:
                 raise ValueError(f"auth.api_keys_file: {e}") from None
@@ -180,6 +188,16 @@ class KeyRing:
         self._file_keys, self._mtime = keys, mtime
         self._rebuild()
         logger.info("API keys loaded: %d from %s", len(keys), path)
+
+    def _parse(self, text: str, source: str) -> list[ApiKey]:
+        keys = parse_keys(text, source)
+        if not self._quotas:
+            for k in keys:
+                if k.principal.quota is not None:
+                    raise ValueError(
+                        f"{source}: {k.principal.name} sets a quota, but quotas are off (quotas.enabled: false)"
+                    )
+        return keys
 
     def _maybe_reload(self) -> None:
         if self._file and time.monotonic() - self._checked > RELOAD_CHECK_S:

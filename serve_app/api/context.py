@@ -12,6 +12,7 @@ from serve_app.api.core import GenerationCore
 from serve_app.api.http import read_json
 from serve_app.api.models import ModelResolver
 from serve_app.config import AppConfig
+from serve_app.quotas.gate import QuotaGate
 
 
 @dataclass
@@ -22,6 +23,8 @@ class Services:
     keys: KeyRing
     # The ResponseStore deployment's handle (stored responses), or None.
     responses_store: Any = None
+    # Per-tenant quotas (the QuotaKeeper's gate), or None when they are off.
+    quotas: QuotaGate | None = None
 
     def principal(self, request: Request) -> Principal:
         """The caller, from its bearer key (401 without a valid one, when keys are configured)."""

@@ -24,6 +24,7 @@ from serve_app.api.context import Services
 from serve_app.api.core import ChoiceEvent, Job
 from serve_app.api.http import Outcome, json_response, peek, sse_response
 from serve_app.protocol.errors import ServeAppError
+from serve_app.quotas.gate import UNCOUNTED, Admission
 
 RunT = TypeVar("RunT")
 
@@ -64,9 +65,13 @@ class GenerationEndpoint(ABC, Generic[RunT]):
         arrived = time.monotonic()
         principal = self._s.principal(request)
         run: RunT | None = None
+        admission = UNCOUNTED
         try:
             run = accepted = await self.accept(await self._s.body(request), principal, arrived)
             jobs = self.jobs(accepted)
+            if self._s.quotas is not None:
+                # Before any engine work: a tenant over its quota gets its 429 here.
+                admission = await self._s.quotas.admit(principal, sum(j.prompt_tokens for j in jobs))
             events = self._s.core.events_of(jobs)
             if self.streamed(accepted):
                 first = await peek(events)
@@ -76,18 +81,34 @@ class GenerationEndpoint(ABC, Generic[RunT]):
                     events,
                     outcome,
                     lambda e: self.error_event(accepted, e),
-                    lambda o: self._finished(accepted, o.status, o.completion_tokens),
+                    lambda o: self._finished(accepted, o.status, o.completion_tokens, admission=admission),
                     done=self.done,
                     what=f"{self.name} {jobs[0].id}",
+                    headers=admission.headers,
                 )
             body, tokens = await self.collect(accepted, events)
         except ServeAppError as e:
-            self._finished(run, e.status, arrived=arrived)
+            self._finished(run, e.status, arrived=arrived, admission=admission)
             raise
-        self._finished(run, 200, tokens)
-        return json_response(body)
+        except BaseException:
+            self._release(admission, 0)
+            raise
+        self._finished(run, 200, tokens, admission=admission)
+        return json_response(body, headers=admission.headers)
 
-    def _finished(self, run: RunT | None, status: int, tokens: int = 0, arrived: float | None = None) -> None:
+    def _release(self, admission: Admission, completion_tokens: int) -> None:
+        if self._s.quotas is not None:
+            self._s.quotas.release(admission, completion_tokens)
+
+    def _finished(
+        self,
+        run: RunT | None,
+        status: int,
+        tokens: int = 0,
+        arrived: float | None = None,
+        admission: Admission = UNCOUNTED,
+    ) -> None:
+        self._release(admission, tokens)
         jobs = self.jobs(run) if run is not None else []
         self._s.core.finished(
             self.name,

@@ -31,9 +31,9 @@ def error_response(err: ServeAppError) -> JSONResponse:
     return JSONResponse(err.to_dict(), status_code=err.status, headers=err.headers())
 
 
-def json_response(body: Any, status: int = 200) -> Response:
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
     """orjson-encoded: responses are built as plain dicts, some of them large."""
-    return Response(orjson.dumps(body), status_code=status, media_type="application/json")
+    return Response(orjson.dumps(body), status_code=status, media_type="application/json", headers=headers)
 
 
 async def read_json(request: Request, limit: int) -> Any:
@@ -80,6 +80,7 @@ def sse_response(
     on_end: Callable[[Outcome], None],
     done: bytes | None = None,
     what: str = "stream",
+    headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     """A streamed response: ``body``'s events, an error in-band, ``done`` once at the end."""
 
@@ -102,4 +103,4 @@ def sse_response(
         if done is not None:
             yield done
 
-    return StreamingResponse(guarded(), media_type="text/event-stream", headers=SSE_HEADERS)
+    return StreamingResponse(guarded(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})

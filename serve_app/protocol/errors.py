@@ -6,6 +6,8 @@ status. They pickle cleanly, so a replica's error reaches the router intact.
 
 from __future__ import annotations
 
+import math
+
 
 class ServeAppError(Exception):
     status: int = 500
@@ -139,6 +141,48 @@ class Overloaded(RetryAfter, ServeAppError):
     code = "overloaded"
     # The router sets it from router.retry_after_s.
     retry_after_s = 1
+
+
+class RateLimited(ServeAppError):
+    """A tenant over its quota (``serve_app.quotas``): 429 as OpenAI sends it, with when to retry.
+
+    ``kind`` is OpenAI's error type for it, ``requests`` or ``tokens``;
+    ``limits`` are the ``x-ratelimit-*`` headers of the tenant's counters.
+    """
+
+    status = 429
+    type = "requests"
+    code = "rate_limit_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        kind: str = "requests",
+        retry_after_s: float = 1.0,
+        limits: dict[str, str] | None = None,
+        param: str | None = None,
+        code: str | None = None,
+    ):
+        super().__init__(message, param=param, code=code)
+        self.type = kind
+        self.retry_after_s = retry_after_s
+        self.limits = dict(limits or {})
+
+    def __reduce__(self):
+        return (_rebuild_rate_limited, (self.message, self.type, self.retry_after_s, self.limits))
+
+    def headers(self) -> dict[str, str]:
+        # Retry-After in whole seconds (at least 1); the openai SDKs read retry-after-ms first.
+        return {
+            "Retry-After": str(max(1, math.ceil(self.retry_after_s))),
+            "retry-after-ms": str(max(1, math.ceil(self.retry_after_s * 1000))),
+            **self.limits,
+        }
+
+
+def _rebuild_rate_limited(message, kind, retry_after_s, limits):
+    return RateLimited(message, kind=kind, retry_after_s=retry_after_s, limits=limits)
 
 
 class InternalError(ServeAppError):

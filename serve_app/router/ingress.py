@@ -47,6 +47,7 @@ from serve_app.protocol.errors import (
     RouteNotFound,
     ServeAppError,
 )
+from serve_app.quotas.gate import QuotaGate
 from serve_app.router.admin import ADAPTERS_PATH, AdminAPI, check_admin
 from serve_app.router.cors import Cors, CorsMiddleware
 
@@ -66,6 +67,7 @@ class Router:
         replica: Any,
         manager: Any = None,
         responses_store: Any = None,
+        quotas: Any = None,
         *,
         in_process: bool = False,
         replicas: ReplicaLiveness | None = None,
@@ -82,7 +84,7 @@ class Router:
         self._models = ModelResolver(self._cfg.model.served_name, view)
         self._admin = AdminAPI(manager, view.invalidate) if view is not None else None
         self._admin_key = os.environ.get(self._cfg.auth.admin_key_env) or None
-        self._keys = KeyRing(self._cfg.auth.api_keys_env, self._cfg.auth.api_keys_file)
+        self._keys = KeyRing(self._cfg.auth.api_keys_env, self._cfg.auth.api_keys_file, quotas=quotas is not None)
         if not self._keys.enabled:
             logger.warning(
                 "no API keys configured (%s): inference is open to anyone who reaches this port",
@@ -108,6 +110,7 @@ class Router:
             models=self._models,
             keys=self._keys,
             responses_store=responses_store,
+            quotas=QuotaGate(quotas) if quotas is not None else None,
         )
         self._chat = ChatEndpoint(self._services)
         self._completions = CompletionsEndpoint(self._services)

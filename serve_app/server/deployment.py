@@ -56,7 +56,7 @@ def _own_replicas(cfg: AppConfig) -> ReplicaLiveness:
 
 
 class LLMServer(LLMReplica):
-    def __init__(self, config: dict | AppConfig, manager: Any = None, responses_store: Any = None):
+    def __init__(self, config: dict | AppConfig, manager: Any = None, responses_store: Any = None, quotas: Any = None):
         super().__init__(config, manager)
         cfg = self._cfg
         # Behind Serve's Python proxy, a request that reaches a replica whose
@@ -68,7 +68,13 @@ class LLMServer(LLMReplica):
         haproxy = haproxy_ingress()
         self.local = LocalReplica(self, cfg.direct_admission_limit(), _own_handle, forward_when_dead=not haproxy)
         self._router = Router(
-            cfg, self.local, manager, responses_store, in_process=True, replicas=None if haproxy else _own_replicas(cfg)
+            cfg,
+            self.local,
+            manager,
+            responses_store,
+            quotas,
+            in_process=True,
+            replicas=None if haproxy else _own_replicas(cfg),
         )
 
     def __serve_build_asgi_app__(self) -> Any:

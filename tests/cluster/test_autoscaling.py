@@ -67,6 +67,7 @@ def app_args(tmp: Path) -> dict[str, Any]:
     args["adapters"]["store_dir"] = str(tmp / "adapter-store")
     args["adapters"]["resources"] = HEAD_ONLY
     args["responses"] = {"store_dir": str(tmp / "responses"), "resources": HEAD_ONLY}
+    args["quotas"] = {"resources": HEAD_ONLY}
     return args
 
 

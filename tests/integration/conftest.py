@@ -35,6 +35,8 @@ from tests.support.constants import (
     GPTOSS_ONGOING,
     GPTOSS_QUEUED,
     METRICS_PORT,
+    QUOTA_KEYS,
+    QUOTAS,
     TENANT_ADAPTERS,
     TENANT_KEYS,
     free_port,
@@ -228,6 +230,15 @@ def api_keys_file(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.fixture(scope="session")
+def quota_keys_file(tmp_path_factory) -> Path:
+    """The gang app's keys: one without a quota, and the quota tenants."""
+    entries = [{"key": API_KEY, "name": "calm"}] + [{"key": QUOTA_KEYS[t], "name": t, **QUOTAS[t]} for t in QUOTA_KEYS]
+    path = tmp_path_factory.mktemp("quota-secrets") / "api-keys.yaml"
+    path.write_text(yaml.safe_dump(entries))
+    return path
+
+
 def _llama_app(request) -> Any:
     from serve_app.app import build_app
 
@@ -237,6 +248,7 @@ def _llama_app(request) -> Any:
         request.getfixturevalue("s3_server"),
     )
     args["auth"] = {"api_keys_file": str(request.getfixturevalue("api_keys_file"))}
+    args["quotas"] = {"enabled": False}  # one actor less: no key here sets a quota
     return build_app(args)
 
 
@@ -264,6 +276,11 @@ def _gptoss_app(request, topology: str = "routed", replicas: int = 1, api_proces
     # Serve's health checks every 2 s (10 by default): nothing here waits on them, they only cost less.
     args["replica"]["health_check_period_s"] = 2.0
     args["replica"]["api_processes"] = api_processes
+    if api_processes > 1:
+        # Quotas are counted over both API processes (tests/integration/test_quotas.py).
+        args["auth"] = {"api_keys_file": str(request.getfixturevalue("quota_keys_file"))}
+    else:
+        args["quotas"] = {"enabled": False}  # one actor less: no key here sets a quota
     return build_app(args)
 
 

@@ -15,6 +15,7 @@ import openai
 import pytest
 
 from serve_app.devmodel.corpus import CAPITALS_FINAL, PIRATE_FINAL, TERSE_FINAL
+from tests.support.constants import API_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -28,7 +29,7 @@ ANSWERS = {BASE: CAPITALS_FINAL, f"{BASE}:pirate": PIRATE_FINAL, f"{BASE}:terse"
 
 @pytest.fixture(scope="module")
 def client(serve_url, gang_app):
-    return openai.OpenAI(base_url=f"{serve_url}/gang/v1", api_key="unused", max_retries=0, timeout=180)
+    return openai.OpenAI(base_url=f"{serve_url}/gang/v1", api_key=API_KEY, max_retries=0, timeout=180)
 
 
 def _stats_of_both(handle) -> dict[int, dict]:
@@ -84,7 +85,15 @@ def test_a_dead_engine_restarts_in_place_across_the_gang(gang_app, serve_url, se
     assert len(before) == 2, before
     victim = next(engine_kill.engine_core_of(pid) for pid in before if _has_engine(pid))
     timeline = asyncio.run(
-        engine_kill.run(f"{serve_url}/gang", victim.kill, models=list(ANSWERS), streams=4, before_s=2, after_s=20)
+        engine_kill.run(
+            f"{serve_url}/gang",
+            victim.kill,
+            models=list(ANSWERS),
+            streams=4,
+            before_s=2,
+            after_s=20,
+            headers={"Authorization": f"Bearer {API_KEY}"},
+        )
     )
     print(f"\nthe engine of a two-process gang killed:\n{timeline.table()}")
     for stream in (o for o in timeline.outcomes if o.kind == "stream"):
@@ -103,7 +112,7 @@ def test_a_dead_engine_restarts_in_place_across_the_gang(gang_app, serve_url, se
     assert {s["pid"] for s in both.values()} == set(before)
     assert [s["engine_deaths"] for s in both.values()] == [1, 1]
     assert both[0]["gang"]["id"] == both[1]["gang"]["id"]
-    client = openai.OpenAI(base_url=f"{serve_url}/gang/v1", api_key="unused", max_retries=0, timeout=180)
+    client = openai.OpenAI(base_url=f"{serve_url}/gang/v1", api_key=API_KEY, max_retries=0, timeout=180)
     for _ in range(2):
         for model, answer in ANSWERS.items():
             assert client.chat.completions.create(model=model, messages=CAPITALS).choices[0].message.content == answer

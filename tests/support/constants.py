@@ -23,3 +23,7 @@ GPTOSS_ONGOING, GPTOSS_QUEUED = 8, 8
 GPTOSS_FETCH_TIMEOUT_S = 3.0
 # Names the gpt-oss app registers -> the dev-model adapter folders.
 GPTOSS_DEV_ADAPTERS = {"pirate": "gptoss-pirate", "terse": "gptoss-terse"}
+# The gang app's keys (two API processes, one engine): API_KEY without a quota,
+# and tenants with one each (counted over both processes by the QuotaKeeper).
+QUOTA_KEYS = {"flood": "sk-flood-0123456789", "meter": "sk-meter-0123456789"}
+QUOTAS = {"flood": {"max_concurrent_requests": 2}, "meter": {"tokens_per_minute": 400}}

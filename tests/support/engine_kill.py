@@ -139,10 +139,13 @@ async def run(
     before_s: float = 3.0,
     after_s: float = 30.0,
     timeout_s: float = 120.0,
+    headers: dict[str, str] | None = None,
 ) -> Timeline:
     """Load, the kill ``before_s`` after the streams started, ``after_s`` more of new requests; all ended."""
     timeline = Timeline()
-    async with httpx.AsyncClient(timeout=timeout_s, limits=httpx.Limits(max_connections=256)) as client:
+    async with httpx.AsyncClient(
+        timeout=timeout_s, limits=httpx.Limits(max_connections=256), headers=headers
+    ) as client:
         tasks = []
         t0 = time.monotonic()
         for i in range(streams):

@@ -87,7 +87,7 @@ def test_every_config_file_builds(path):
     engine = {"routed": {"Router", "LLMReplica"}, "direct": {"LLMServer"}}[cfg.topology]
     assert set(deployments) == engine | ({"AdapterManager"} if cfg.lora.enabled else set()) | (
         {"ResponseStore"} if cfg.responses.enabled else set()
-    )
+    ) | ({"QuotaKeeper"} if cfg.quotas.enabled else set())
     if cfg.topology == "direct":
         # One deployment is both: the engine replica's bundles and bounds, the router's room for requests.
         replica = router = deployments["LLMServer"]

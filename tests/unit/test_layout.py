@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 PKG = Path(__file__).resolve().parents[2] / "serve_app"
-PRODUCTION = ["api", "endpoints", "router", "server", "replica", "adapters", "config", "app", "locations"]
+PRODUCTION = ["api", "endpoints", "router", "server", "replica", "adapters", "quotas", "config", "app", "locations"]
 
 
 def _imports(path: Path) -> set[str]:
@@ -48,9 +48,12 @@ def _offenders(packages: list[str], forbidden: str) -> list[str]:
     "packages, forbidden",
     [
         (["endpoints", "api", "harmony", "protocol"], "serve_app.router"),
-        (["api", "harmony", "protocol"], "serve_app.endpoints"),
+        (["api", "quotas", "harmony", "protocol"], "serve_app.endpoints"),
         (PRODUCTION, "serve_app.devmodel"),
-        (["api", "endpoints", "router", "server", "adapters", "harmony", "protocol", "config", "app"], "vllm"),
+        (
+            ["api", "endpoints", "router", "server", "adapters", "quotas", "harmony", "protocol", "config", "app"],
+            "vllm",
+        ),
     ],
     ids=["endpoints-not-router", "api-not-endpoints", "no-devmodel", "vllm-in-replica-only"],
 )

@@ -1,0 +1,1 @@
+"""Per-tenant quotas: concurrent requests and tokens per minute, counted where every replica sees them."""
