@@ -4,10 +4,11 @@
       name: acme
       max_concurrent_requests: 4     # requests running at once, over every replica
       tokens_per_minute: 20000       # prompt + completion tokens, refilled continuously
-      max_adapters_loaded: 2         # engine slots this tenant's adapters may hold per replica
 
 Each is optional; a tenant with none is never counted. Zero, negative and
 non-integer values are refused when the file is read, naming the field.
+(A bound on the engine slots one tenant's adapters hold is not here yet: the
+field is refused as unknown rather than accepted and ignored.)
 """
 
 from __future__ import annotations
@@ -15,14 +16,13 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
-FIELDS = ("max_concurrent_requests", "tokens_per_minute", "max_adapters_loaded")
+FIELDS = ("max_concurrent_requests", "tokens_per_minute")
 
 
 @dataclass(frozen=True)
 class Quota:
     max_concurrent_requests: int | None = None
     tokens_per_minute: int | None = None
-    max_adapters_loaded: int | None = None
 
     @property
     def counted(self) -> bool:

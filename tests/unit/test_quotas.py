@@ -25,23 +25,24 @@ class Clock:
 
 
 def test_keys_file_quota_fields_are_read():
-    [k] = parse_keys(
-        f"- key: {KEY}\n  name: acme\n  max_concurrent_requests: 2\n"
-        "  tokens_per_minute: 600\n  max_adapters_loaded: 1\n",
-        "keys",
-    )
-    assert k.principal.quota == Quota(2, 600, 1)
+    [k] = parse_keys(f"- key: {KEY}\n  name: acme\n  max_concurrent_requests: 2\n  tokens_per_minute: 600\n", "keys")
+    assert k.principal.quota == Quota(2, 600)
     [plain] = parse_keys(f"- key: {KEY}\n  name: open\n", "keys")
     assert plain.principal.quota is None
 
 
-@pytest.mark.parametrize("field", ["max_concurrent_requests", "tokens_per_minute", "max_adapters_loaded"])
+@pytest.mark.parametrize("field", ["max_concurrent_requests", "tokens_per_minute"])
 @pytest.mark.parametrize("value", [0, -3, 1.5, "10", True])
 def test_a_bad_quota_is_refused_naming_the_field(field, value):
     with pytest.raises(ValueError, match=rf"keys\[0\]\.{field}: must be a whole number of at least 1"):
         parse_keys(f"- key: {KEY}\n  name: acme\n  {field}: {value!r}\n", "keys")
     with pytest.raises(ValueError, match=field):
         quota_of({field: value}, "entry")
+
+
+def test_a_quota_not_enforced_yet_is_refused_not_ignored():
+    with pytest.raises(ValueError, match=r"unknown field.*max_adapters_loaded"):
+        parse_keys(f"- key: {KEY}\n  name: acme\n  max_adapters_loaded: 2\n", "keys")
 
 
 def test_quotas_off_refuse_a_key_that_sets_one(monkeypatch, tmp_path):
