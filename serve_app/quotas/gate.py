@@ -27,6 +27,9 @@ logger = logging.getLogger("ray.serve")
 
 HEARTBEAT_S = 5.0
 ACQUIRE_TIMEOUT_S = 2.0
+# A handle's first call also finds the keeper's replica (seconds on a loaded box):
+# until one call has been answered, the bound is this one.
+FIRST_ACQUIRE_TIMEOUT_S = 20.0
 # A lease still named after this long is dropped: a stream cannot run for longer
 # than this without its end being seen, and a lost end must not hold a slot for ever.
 LEASE_MAX_S = 3600.0
@@ -56,6 +59,7 @@ class QuotaGate:
         self._tasks: set[asyncio.Task] = set()
         self._beat: asyncio.Task | None = None
         self._warned = 0.0
+        self._answered = False
 
     async def admit(self, principal: Principal, prompt_tokens: int) -> Admission:
         quota = principal.quota
@@ -64,8 +68,10 @@ class QuotaGate:
         limits = quota.to_dict()
         try:
             d = await asyncio.wait_for(
-                self._keeper.acquire.remote(principal.name, limits, self._holder, prompt_tokens), self._timeout_s
+                self._keeper.acquire.remote(principal.name, limits, self._holder, prompt_tokens),
+                self._timeout_s if self._answered else max(self._timeout_s, FIRST_ACQUIRE_TIMEOUT_S),
             )
+            self._answered = True
         except Exception as e:  # the keeper being away must not fail requests
             if time.monotonic() - self._warned > 30:
                 self._warned = time.monotonic()

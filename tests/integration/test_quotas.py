@@ -46,21 +46,27 @@ def _body(messages=COUNT, stream=True, max_tokens=400, **extra) -> dict:
     return {"model": BASE, "messages": messages, "stream": stream, "max_tokens": max_tokens, **extra}
 
 
-def test_concurrency_is_counted_over_both_api_processes(url):
+def test_concurrency_is_counted_over_both_api_processes(url, serve_session):
     limit = QUOTAS["flood"]["max_concurrent_requests"]
     flood = _auth(QUOTA_KEYS["flood"])
     with httpx.Client(timeout=120) as client:
         running = []
         for _ in range(limit):
-            # ignore_eos keeps them running while the others are tried.
+            # ignore_eos and a long max_tokens keep them running (seconds) while the others are tried.
+            body = _body(ignore_eos=True, max_tokens=1900)
             r = client.send(
-                client.build_request("POST", f"{url}/v1/chat/completions", json=_body(ignore_eos=True), headers=flood),
+                client.build_request("POST", f"{url}/v1/chat/completions", json=body, headers=flood),
                 stream=True,
             )
             assert r.status_code == 200, r.read()
             assert r.headers["x-ratelimit-limit-requests"] == str(limit)
-            next(r.iter_lines())  # its first event: it runs
-            running.append(r)
+            # Its first event: it runs. The line iterator is kept: dropping it closes the stream.
+            lines = r.iter_lines()
+            next(lines)
+            running.append((r, lines))
+
+        keeper = serve_session.get_deployment_handle("QuotaKeeper", app_name="gang")
+        assert keeper.running.remote("flood").result() == limit
 
         # Six more, spread by Serve over both processes: every one refused, whichever it reached.
         def one(_):
@@ -78,7 +84,7 @@ def test_concurrency_is_counted_over_both_api_processes(url):
         # A tenant without a quota is not refused meanwhile.
         calm = httpx.post(f"{url}/v1/chat/completions", json=_body(CAPITALS, stream=False), headers=_auth(API_KEY))
         assert calm.status_code == 200 and "x-ratelimit-limit-requests" not in calm.headers
-        for r in running:
+        for r, _ in running:
             r.close()  # the client goes away: its slot comes back
     deadline = time.monotonic() + 20
     while True:
@@ -117,17 +123,16 @@ def _ttft(url: str, key: str) -> float | None:
     ) as r:
         if r.status_code != 200:
             return None
+        first = None
         for line in r.iter_lines():
-            if line.startswith("data: {") and '"choices":[{' in line:  # the first chunk with output
+            if first is None and line.startswith("data: {") and '"choices":[{' in line:  # the first output
                 first = time.monotonic() - start
-                for _ in r.iter_lines():
-                    pass
-                return first
-    return None
+        return first
 
 
 def test_a_flooding_tenant_is_held_and_the_other_keeps_its_latency(url):
-    """The flood: 8 clients of one tenant sending without pause; the other tenant's TTFT before and during."""
+    """The flood: 8 clients of one tenant sending back to back (after a 429, waiting as told);
+    the other tenant's TTFT before and during."""
     before = [_ttft(url, API_KEY) for _ in range(8)]
     stop = threading.Event()
     statuses: list[int] = []
@@ -141,8 +146,8 @@ def test_a_flooding_tenant_is_held_and_the_other_keeps_its_latency(url):
                     headers=_auth(QUOTA_KEYS["flood"]),
                 )
                 statuses.append(r.status_code)
-                if r.status_code == 429:
-                    time.sleep(0.05)
+                if r.status_code == 429:  # as the openai SDKs do: wait what retry-after-ms says
+                    time.sleep(int(r.headers["retry-after-ms"]) / 1000)
 
     threads = [threading.Thread(target=flood) for _ in range(8)]
     for t in threads:
