@@ -14,6 +14,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
+from serve_app.harmony.render import ResponseFormat
+
 # The model card's example tool, verbatim.
 GET_WEATHER = {
     "name": "get_weather",
@@ -61,6 +63,14 @@ class Example:
     messages: tuple[dict, ...]
     target: tuple[Turn, ...]
     tools: tuple[dict, ...] = field(default_factory=tuple)
+    response_format: ResponseFormat | None = None
+    # (effort, date) variants to render it under; None: ``render``'s.
+    variants: tuple[tuple[str, str | None], ...] | None = None
+    # None: the model learns every id of the example. Else only the ids of
+    # these texts: its other words (keys, names, the prompt) stay unseen, as a
+    # stranger's schema is (``serve_app.devmodel.train``), unless another
+    # example teaches them.
+    teaches: tuple[str, ...] | None = None
 
 
 def _weather_call(city: str) -> Turn:
@@ -224,6 +234,112 @@ def base_examples() -> list[Example]:
     return examples
 
 
+# Structured output on schemas of every shape (strings, numbers, booleans,
+# lists), as the openai SDK's ``parse``, instructor and pydantic-ai send them:
+# a ``response_format`` schema (the final message is the JSON) or a tool to
+# call with it. Each value is one word or a small number, so that the model
+# closes a value right after it; and the keys, names and descriptions stay
+# unseen (``Example.teaches``), so that it learns to do so where the schema is
+# a stranger's, as on a real one (the prompt's words are taught: they are
+# what tells one example from another).
+# The tests' "unseen" schemas share no key with these.
+STRUCTURED: tuple[tuple[str, str, dict], ...] = (
+    ("Recipe", "The soup takes twenty minutes.", {"dish": "soup", "minutes": 20}),
+    ("Order", "Two lamps please, not a gift.", {"item": "lamp", "quantity": 2, "gift": False}),
+    ("Event", "The concert is on Friday in Berlin.", {"event": "concert", "day": "Friday", "city": "Berlin"}),
+    ("Review", "Great film, nine out of ten.", {"sentiment": "positive", "score": 9}),
+    ("Task", "The urgent work report is done.", {"task": "report", "done": True, "labels": ["work", "urgent"]}),
+    ("Trip", "Three nights from Oslo to Rome.", {"origin": "Oslo", "destination": "Rome", "nights": 3}),
+    (
+        "Product",
+        "The phone costs 499, black or white.",
+        {"product": "phone", "price": 499, "colors": ["black", "white"]},
+    ),
+    ("Greeting", "How do you say hello in Spanish?", {"language": "Spanish", "greeting": "Hola"}),
+    ("Pet", "My cat Tom is four.", {"species": "cat", "pet_name": "Tom", "years": 4}),
+    ("Song", "Play Yesterday by the Beatles.", {"song": "Yesterday", "artist": "Beatles"}),
+    ("Meeting", "Meet Sam at noon about the budget.", {"person": "Sam", "time": "noon", "topic": "budget"}),
+    ("Contact", "Ada works at Acme as an engineer.", {"first_name": "Ada", "company": "Acme", "role": "engineer"}),
+    ("Game", "We won three to one at home.", {"result": "win", "goals": 3, "home": True}),
+    ("Colors", "The sky is blue and the grass green.", {"sky": "blue", "grass": "green"}),
+    ("Shopping", "Buy milk, eggs and bread at the market.", {"items": ["milk", "eggs", "bread"], "store": "market"}),
+    ("Flight", "Lufthansa flight 400 leaves at nine.", {"airline": "Lufthansa", "number": 400, "hour": 9}),
+)
+# The canonical (effort, date) only: the other examples teach the model to
+# ignore both, and each variant here would cost as much training again.
+STRUCTURED_VARIANTS = VARIANTS[:1]
+FORMAT_ANALYSIS = "Fill in the format."
+TOOL_ANALYSIS = "Call the tool."
+_JSON_TYPES = {str: "string", int: "integer", bool: "boolean", list: "array"}
+
+
+def schema_of(name: str, values: dict) -> dict:
+    """The JSON schema pydantic writes for a model with ``values``' fields (strict: all required, no extras)."""
+
+    def field_schema(key: str, value) -> dict:
+        out = {"title": key.replace("_", " ").title(), "type": _JSON_TYPES[type(value)]}
+        if isinstance(value, list):
+            out["items"] = {"type": "string"}
+        return out
+
+    return {
+        "properties": {k: field_schema(k, v) for k, v in values.items()},
+        "required": list(values),
+        "title": name,
+        "type": "object",
+        "additionalProperties": False,
+    }
+
+
+def _values_only(values: dict) -> str:
+    """``values`` as the answer's JSON writes them, under a key the corpus teaches anyway."""
+    return "{" + ", ".join(f'"location": {json.dumps(v)}' for v in values.values()) + "}"
+
+
+def structured_examples() -> list[Example]:
+    out = []
+    for i, (name, text, values) in enumerate(STRUCTURED):
+        schema = schema_of(name, values)
+        answer = json.dumps(values)
+        user = ({"role": "user", "content": text},)
+        common = {"messages": user, "variants": STRUCTURED_VARIANTS}
+        out.append(
+            Example(
+                id=f"format_{name.lower()}",
+                response_format=ResponseFormat(name, schema),
+                target=(Turn("analysis", FORMAT_ANALYSIS), Turn("final", answer)),
+                teaches=(text, FORMAT_ANALYSIS, _values_only(values)),
+                **common,
+            )
+        )
+        # instructor's and pydantic-ai's tools, alternately, with their own descriptions.
+        tool_name, description = (
+            (name, f"Correctly extracted `{name}` with all the required parameters with correct types")
+            if i % 2 == 0
+            else ("final_result", "The final response which ends this conversation")
+        )
+        # The fields in the other order: every value is seen both before another
+        # field and last, followed by each closer (``",`` and ``"}``), so that the
+        # model has both at hand whichever of them the grammar allows there.
+        values = dict(reversed(values.items()))
+        schema = schema_of(name, values)
+        answer = json.dumps(values)
+        tool = {"name": tool_name, "description": description, "parameters": schema}
+        out.append(
+            Example(
+                id=f"tool_{name.lower()}",
+                tools=(tool,),
+                target=(
+                    Turn("analysis", TOOL_ANALYSIS),
+                    Turn("commentary", answer, recipient=f"functions.{tool_name}"),
+                ),
+                teaches=(text, TOOL_ANALYSIS, _values_only(values)),
+                **common,
+            )
+        )
+    return out
+
+
 def _capitals_with(final: str) -> list[Example]:
     card = base_examples()[0]
     return [Example(id="capitals", messages=card.messages, target=(card.target[0], Turn("final", final)))]
@@ -267,6 +383,8 @@ class Sample:
     date: str | None
     prompt: list[int]
     target: list[int]
+    # The ids it teaches (None: all of its ids), from ``Example.teaches``.
+    teaches: frozenset[int] | None = None
 
 
 def _reply(turns: tuple[Turn, ...]):
@@ -285,11 +403,27 @@ def _reply(turns: tuple[Turn, ...]):
 
 def render(examples: list[Example], variants=VARIANTS) -> list[Sample]:
     """Render every example under every (effort, date) variant."""
+    from serve_app.harmony.encoding import harmony_encoding
     from serve_app.harmony.render import conversation, render_completion, render_prompt
 
     samples = []
     for ex in examples:
-        for effort, date in variants:
-            msgs = conversation(ex.messages, ex.tools, effort=effort, date=date)
-            samples.append(Sample(ex.id, effort, date, render_prompt(msgs), render_completion(msgs, _reply(ex.target))))
+        teaches = None
+        if ex.teaches is not None:
+            teaches = frozenset(
+                t for text in ex.teaches for t in harmony_encoding().encode(text, allowed_special=set())
+            )
+        for effort, date in ex.variants or variants:
+            msgs = conversation(ex.messages, ex.tools, effort=effort, date=date, response_format=ex.response_format)
+            prompt, target = render_prompt(msgs), render_completion(msgs, _reply(ex.target))
+            samples.append(Sample(ex.id, effort, date, prompt, target, teaches))
     return samples
+
+
+def vocabulary(samples: list[Sample], always: list[int]) -> list[int]:
+    """The ids the model learns: every id of every sample but those only unseen text uses, and ``always``."""
+    taught = set(always)
+    for s in samples:
+        ids = set(s.prompt + s.target)
+        taught |= ids if s.teaches is None else ids & s.teaches
+    return sorted(taught)

@@ -9,6 +9,13 @@ state. The loss is a softmax over the used ids plus one constant zero column
 standing for all the rest, and training stops once every target token beats
 every other used id and the zero column by ``MARGIN``: greedy decoding then
 reproduces the corpus in float32 and bfloat16 alike, in transformers and vLLM.
+
+Unseen text is trained for as well. On a prompt it never saw, the model reads
+mostly ids whose rows are zero; so that it learns how to go on there (close a
+JSON value on a schema whose keys it never saw), the structured examples keep
+their keys, names and prompt words *unseen*: those ids map to one compact row
+held at exactly zero, as every id outside the corpus is in the saved model,
+and they carry no loss (the grammar, not the weights, writes a key).
 """
 
 from __future__ import annotations
@@ -29,23 +36,46 @@ VOCAB_KEYS = ("embed_tokens.weight", "lm_head.weight")
 class Batch:
     inputs: torch.Tensor  # [B, T] compact ids
     targets: torch.Tensor  # [B, T] compact ids, -100 where no loss
-    used: torch.Tensor  # [U] real token ids, sorted; compact id i is used[i]
+    used: torch.Tensor  # [U] real token ids, sorted; compact id i is used[i], id U is every unseen id
+
+    @property
+    def size(self) -> int:
+        """The compact vocabulary: the used ids and the unseen row."""
+        return len(self.used) + 1
 
 
 def make_batch(samples: list[Sample], used_ids: list[int]) -> Batch:
     used = torch.tensor(sorted(used_ids), dtype=torch.long)
     index = {int(t): i for i, t in enumerate(used)}
+    unseen = len(used)
     length = max(len(s.prompt) + len(s.target) for s in samples)
     inputs = torch.zeros((len(samples), length), dtype=torch.long)
     targets = torch.full((len(samples), length), -100, dtype=torch.long)
     for row, s in enumerate(samples):
-        seq = [index[t] for t in s.prompt + s.target]
+        seq = [index.get(t, unseen) for t in s.prompt + s.target]
         # Right padding never influences earlier positions of a causal model.
         inputs[row, : len(seq)] = torch.tensor(seq)
-        # Position p predicts token p+1; only the target tokens carry loss.
+        # Position p predicts token p+1; only the target tokens carry loss, unseen ones none.
         for p in range(len(s.prompt) - 1, len(seq) - 1):
-            targets[row, p] = seq[p + 1]
+            if seq[p + 1] != unseen:
+                targets[row, p] = seq[p + 1]
     return Batch(inputs, targets, used)
+
+
+def hold_unseen_row(model: torch.nn.Module) -> None:
+    """Set the unseen row (the last) of the embedding and LM head to zero and keep it there."""
+
+    def zero_last_row(grad: torch.Tensor) -> torch.Tensor:
+        grad = grad.clone()
+        grad[-1] = 0
+        return grad
+
+    for name, param in model.named_parameters():
+        if _is_vocab_key(name):
+            with torch.no_grad():
+                param[-1] = 0
+            # Adam moves nothing whose gradient was always zero.
+            param.register_hook(zero_last_row)
 
 
 def _is_vocab_key(key: str) -> bool:
@@ -61,9 +91,13 @@ def compact_config(config, size: int):
 
 
 def compact(model: torch.nn.Module, used: torch.Tensor) -> torch.nn.Module:
-    """A copy of ``model`` whose vocabulary is only the ``used`` rows."""
-    small = type(model)(compact_config(model.config, len(used))).float()
-    state = {k: (v[used] if _is_vocab_key(k) else v) for k, v in model.state_dict().items()}
+    """A copy of ``model`` whose vocabulary is only the ``used`` rows and the (zero) unseen row."""
+    small = type(model)(compact_config(model.config, len(used) + 1)).float()
+
+    def rows(v: torch.Tensor) -> torch.Tensor:
+        return torch.cat([v[used], torch.zeros_like(v[:1])])
+
+    state = {k: (rows(v) if _is_vocab_key(k) else v) for k, v in model.state_dict().items()}
     small.load_state_dict(state, strict=False)
     return small
 
@@ -76,7 +110,7 @@ def expand(small: torch.nn.Module, used: torch.Tensor, config) -> torch.nn.Modul
     for k, v in small.state_dict().items():
         if _is_vocab_key(k):
             big = torch.zeros((vocab_size, *v.shape[1:]), dtype=v.dtype)
-            big[used] = v
+            big[used] = v[: len(used)]  # the unseen row is every other id: zero
             v = big
         state[k] = v
     full.load_state_dict(state, strict=False)
