@@ -67,7 +67,7 @@ class Example:
     # (effort, date) variants to render it under; None: ``render``'s.
     variants: tuple[tuple[str, str | None], ...] | None = None
     # None: the model learns every id of the example. Else only the ids of
-    # these texts: its other words (keys, names, the prompt) stay unseen, as a
+    # these texts: its other words (a schema's keys, names, descriptions) stay unseen, as a
     # stranger's schema is (``serve_app.devmodel.train``), unless another
     # example teaches them.
     teaches: tuple[str, ...] | None = None

@@ -13,7 +13,7 @@ reproduces the corpus in float32 and bfloat16 alike, in transformers and vLLM.
 Unseen text is trained for as well. On a prompt it never saw, the model reads
 mostly ids whose rows are zero; so that it learns how to go on there (close a
 JSON value on a schema whose keys it never saw), the structured examples keep
-their keys, names and prompt words *unseen*: those ids map to one compact row
+their keys, names and descriptions *unseen*: those ids map to one compact row
 held at exactly zero, as every id outside the corpus is in the saved model,
 and they carry no loss (the grammar, not the weights, writes a key).
 """
