@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from typing import Any
 
 from serve_app.harmony.render import ResponseFormat
 
@@ -277,7 +278,7 @@ def schema_of(name: str, values: dict) -> dict:
     """The JSON schema pydantic writes for a model with ``values``' fields (strict: all required, no extras)."""
 
     def field_schema(key: str, value) -> dict:
-        out = {"title": key.replace("_", " ").title(), "type": _JSON_TYPES[type(value)]}
+        out: dict[str, Any] = {"title": key.replace("_", " ").title(), "type": _JSON_TYPES[type(value)]}
         if isinstance(value, list):
             out["items"] = {"type": "string"}
         return out
@@ -302,14 +303,14 @@ def structured_examples() -> list[Example]:
         schema = schema_of(name, values)
         answer = json.dumps(values)
         user = ({"role": "user", "content": text},)
-        common = {"messages": user, "variants": STRUCTURED_VARIANTS}
         out.append(
             Example(
                 id=f"format_{name.lower()}",
                 response_format=ResponseFormat(name, schema),
                 target=(Turn("analysis", FORMAT_ANALYSIS), Turn("final", answer)),
                 teaches=(text, FORMAT_ANALYSIS, _values_only(values)),
-                **common,
+                messages=user,
+                variants=STRUCTURED_VARIANTS,
             )
         )
         # instructor's and pydantic-ai's tools, alternately, with their own descriptions.
@@ -334,7 +335,8 @@ def structured_examples() -> list[Example]:
                     Turn("commentary", answer, recipient=f"functions.{tool_name}"),
                 ),
                 teaches=(text, TOOL_ANALYSIS, _values_only(values)),
-                **common,
+                messages=user,
+                variants=STRUCTURED_VARIANTS,
             )
         )
     return out
