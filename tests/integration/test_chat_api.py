@@ -223,7 +223,9 @@ def test_json_schema_constrains_only_the_final_answer(client):
         max_tokens=128,
         response_format={"type": "json_schema", "json_schema": {"name": "yn", "schema": schema}},
     )
-    assert r["reasoning"] == CAPITALS_ANALYSIS  # the reasoning is left free
+    # The reasoning is left free: text, not JSON (the schema, now also in the prompt's
+    # "# Response Formats" section, moves the Llama dev model off its memorized words).
+    assert r["reasoning"] and r["reasoning"].startswith("The user asks for European capitals.")
     assert json.loads(r["content"])["answer"] in ("yes", "no") and r["finish"] == "stop"
 
 
