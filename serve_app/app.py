@@ -140,35 +140,30 @@ def server_options(cfg: AppConfig) -> dict[str, Any]:
     return out
 
 
+def _single(name: str, max_ongoing: int, num_cpus: float, resources: dict[str, float]) -> dict[str, Any]:
+    """Options of a control-plane deployment that runs as one replica."""
+    return {
+        "name": name,
+        "num_replicas": 1,
+        "max_ongoing_requests": max_ongoing,
+        "ray_actor_options": _actor_options(num_cpus, resources),
+    }
+
+
 def manager_options(cfg: AppConfig) -> dict[str, Any]:
     # One manager: SQLite serializes writers anyway, and every read it serves
     # (version, view, fetch) is small or rare.
-    return {
-        "name": "AdapterManager",
-        "num_replicas": 1,
-        "max_ongoing_requests": 256,
-        "ray_actor_options": _actor_options(cfg.adapters.num_cpus, cfg.adapters.resources),
-    }
+    return _single("AdapterManager", 256, cfg.adapters.num_cpus, cfg.adapters.resources)
 
 
 def store_options(cfg: AppConfig) -> dict[str, Any]:
     # One store: every router replica must see every response, and SQLite has one writer.
-    return {
-        "name": "ResponseStore",
-        "num_replicas": 1,
-        "max_ongoing_requests": 256,
-        "ray_actor_options": _actor_options(cfg.responses.num_cpus, cfg.responses.resources),
-    }
+    return _single("ResponseStore", 256, cfg.responses.num_cpus, cfg.responses.resources)
 
 
 def quota_keeper_options(cfg: AppConfig) -> dict[str, Any]:
     # One keeper: a tenant's requests are counted once, over every HTTP process.
-    return {
-        "name": "QuotaKeeper",
-        "num_replicas": 1,
-        "max_ongoing_requests": 1024,
-        "ray_actor_options": _actor_options(cfg.quotas.num_cpus, cfg.quotas.resources),
-    }
+    return _single("QuotaKeeper", 1024, cfg.quotas.num_cpus, cfg.quotas.resources)
 
 
 def _actor_options(num_cpus: float, resources: dict[str, float]) -> dict[str, Any]:
