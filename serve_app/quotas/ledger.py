@@ -134,13 +134,9 @@ class QuotaLedger:
         t = self._tenants.get(name)
         if t is None:
             t = self._tenants[name] = _Tenant(q, tokens=float(q.tokens_per_minute or 0), stamp=now)
-        elif t.quota != q:  # the keys file changed: new limits, the count goes on
-            if q.tokens_per_minute is not None:
-                t.tokens = (
-                    min(t.tokens, float(q.tokens_per_minute))
-                    if t.quota.tokens_per_minute
-                    else float(q.tokens_per_minute)
-                )
+        elif t.quota != q:  # the keys file changed: new limits, the count goes on (capped below)
+            if t.quota.tokens_per_minute is None:  # a bucket new to this tenant starts full
+                t.tokens = float(q.tokens_per_minute or 0)
             t.quota = q
         if q.tokens_per_minute is not None:
             t.tokens = min(float(q.tokens_per_minute), t.tokens + (now - t.stamp) * q.tokens_per_minute / 60.0)

@@ -199,3 +199,15 @@ def test_gate_admits_uncounted_when_the_keeper_is_away():
         assert await gate.admit(Principal("acme", quota=Quota(max_concurrent_requests=1)), 10) is UNCOUNTED
 
     asyncio.run(scenario())
+
+
+def test_a_changed_token_limit_caps_the_bucket_and_a_new_one_starts_full():
+    ledger = QuotaLedger(Clock())
+    assert (
+        ledger.acquire("acme", {"tokens_per_minute": 600}, "h", 100)["headers"]["x-ratelimit-remaining-tokens"] == "500"
+    )
+    lowered = ledger.acquire("acme", {"tokens_per_minute": 300}, "h", 100)
+    assert lowered["headers"]["x-ratelimit-remaining-tokens"] == "200"  # 500 capped at 300, then 100 taken
+    ledger.acquire("globex", {"max_concurrent_requests": 5}, "h", 100)
+    added = ledger.acquire("globex", {"tokens_per_minute": 300}, "h", 100)
+    assert added["headers"]["x-ratelimit-remaining-tokens"] == "200"
