@@ -129,6 +129,12 @@ class AdapterStoreConfig(StrictModel):
         description="Custom Ray resources the manager needs, e.g. {serve_app_head: 1} to keep it (and its "
         "store_dir) on the head node.",
     )
+    reasoning_events: Literal["openai", "open_responses"] = Field(
+        "openai",
+        description="Names of the streamed reasoning events: OpenAI's (response.reasoning_text.delta/.done, what "
+        "the openai SDKs, the Agents SDK and Codex parse) or Open Responses' (response.reasoning.delta/.done, for "
+        "clients that validate its schema strictly). The same over SSE and WebSocket.",
+    )
 
     def resolved_store_dir(self) -> str:
         return locations.resolve(self.store_dir)
@@ -315,6 +321,12 @@ class ResponsesConfig(StrictModel):
         default_factory=dict,
         description="Custom Ray resources the store needs, e.g. {serve_app_head: 1} to keep it (and its "
         "store_dir) on the head node.",
+    )
+    reasoning_events: Literal["openai", "open_responses"] = Field(
+        "openai",
+        description="Names of the streamed reasoning events: OpenAI's (response.reasoning_text.delta/.done, what "
+        "the openai SDKs, the Agents SDK and Codex parse) or Open Responses' (response.reasoning.delta/.done, for "
+        "clients that validate its schema strictly). The same over SSE and WebSocket.",
     )
 
     def resolved_store_dir(self) -> str:

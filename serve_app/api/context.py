@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from starlette.requests import Request
+from starlette.requests import HTTPConnection, Request
 
 from serve_app.api.auth import KeyRing, Principal
 from serve_app.api.core import GenerationCore
@@ -26,7 +26,7 @@ class Services:
     # Per-tenant quotas (the QuotaKeeper's gate), or None when they are off.
     quotas: QuotaGate | None = None
 
-    def principal(self, request: Request) -> Principal:
+    def principal(self, request: HTTPConnection) -> Principal:
         """The caller, from its bearer key (401 without a valid one, when keys are configured)."""
         return self.keys.authenticate(request.headers.get("authorization"))
 

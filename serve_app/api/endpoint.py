@@ -39,7 +39,8 @@ class GenerationEndpoint(ABC, Generic[RunT]):
         self._s = services
 
     @abstractmethod
-    async def accept(self, body: Any, principal: Principal, arrived: float) -> RunT: ...
+    async def accept(self, body: Any, principal: Principal, arrived: float, **context: Any) -> RunT:
+        """The request validated, resolved and rendered (typed 4xx); ``context``: what a transport adds."""
 
     @abstractmethod
     def jobs(self, run: RunT) -> list[Job]: ...
@@ -61,46 +62,68 @@ class GenerationEndpoint(ABC, Generic[RunT]):
         """An error after the stream started, in-band."""
         return sse.encode(err.to_dict())
 
-    async def create(self, request: Request) -> Response:
-        arrived = time.monotonic()
-        principal = self._s.principal(request)
+    async def begin(
+        self, body: Any, principal: Principal, arrived: float, **context: Any
+    ) -> tuple[RunT, AsyncIterator[ChoiceEvent], Admission]:
+        """Accept, admit (the tenant's quota, before any engine work) and start the jobs.
+
+        An error here is recorded as the request's ending; after it returns,
+        the caller ends the request once with ``finished``.
+        """
         run: RunT | None = None
         admission = UNCOUNTED
         try:
-            run = accepted = await self.accept(await self._s.body(request), principal, arrived)
+            run = accepted = await self.accept(body, principal, arrived, **context)
             jobs = self.jobs(accepted)
             if self._s.quotas is not None:
-                # Before any engine work: a tenant over its quota gets its 429 here.
+                # A tenant over its quota gets its 429 here.
                 admission = await self._s.quotas.admit(principal, sum(j.prompt_tokens for j in jobs))
-            events = self._s.core.events_of(jobs)
-            if self.streamed(accepted):
-                first = await peek(events)
-                outcome = Outcome()
-                return sse_response(
-                    self.stream(accepted, first, events, outcome),
-                    events,
-                    outcome,
-                    lambda e: self.error_event(accepted, e),
-                    lambda o: self._finished(accepted, o.status, o.completion_tokens, admission=admission),
-                    done=self.done,
-                    what=f"{self.name} {jobs[0].id}",
-                    headers=admission.headers,
-                )
-            body, tokens = await self.collect(accepted, events)
+            return accepted, self._s.core.events_of(jobs), admission
         except ServeAppError as e:
-            self._finished(run, e.status, arrived=arrived, admission=admission)
+            self.finished(run, e.status, arrived=arrived, admission=admission)
             raise
         except BaseException:
             self._release(admission, 0)
             raise
-        self._finished(run, 200, tokens, admission=admission)
+
+    async def create(self, request: Request) -> Response:
+        arrived = time.monotonic()
+        principal = self._s.principal(request)
+        try:
+            body = await self._s.body(request)
+        except ServeAppError as e:
+            self.finished(None, e.status, arrived=arrived)
+            raise
+        run, events, admission = await self.begin(body, principal, arrived)
+        try:
+            if self.streamed(run):
+                first = await peek(events)
+                outcome = Outcome()
+                return sse_response(
+                    self.stream(run, first, events, outcome),
+                    events,
+                    outcome,
+                    lambda e: self.error_event(run, e),
+                    lambda o: self.finished(run, o.status, o.completion_tokens, admission=admission),
+                    done=self.done,
+                    what=f"{self.name} {self.jobs(run)[0].id}",
+                    headers=admission.headers,
+                )
+            body, tokens = await self.collect(run, events)
+        except ServeAppError as e:
+            self.finished(run, e.status, arrived=arrived, admission=admission)
+            raise
+        except BaseException:
+            self._release(admission, 0)
+            raise
+        self.finished(run, 200, tokens, admission=admission)
         return json_response(body, headers=admission.headers)
 
     def _release(self, admission: Admission, completion_tokens: int) -> None:
         if self._s.quotas is not None:
             self._s.quotas.release(admission, completion_tokens)
 
-    def _finished(
+    def finished(
         self,
         run: RunT | None,
         status: int,

@@ -147,3 +147,13 @@ class ItemList(BaseModel):
     first_id: str | None
     last_id: str | None
     has_more: bool
+
+
+class Compaction(BaseModel):
+    """``/v1/responses/compact``'s answer: the user's messages, then one ``compaction`` item."""
+
+    id: str
+    object: Literal["response.compaction"]
+    created_at: int
+    output: list[Item]
+    usage: dict[str, Any]

@@ -22,7 +22,7 @@ from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from serve_app.api.auth import KeyRing, Principal
 from serve_app.api.context import Services
@@ -35,6 +35,7 @@ from serve_app.endpoints.chat.handler import ChatEndpoint
 from serve_app.endpoints.completions.handler import CompletionsEndpoint
 from serve_app.endpoints.conversations.handler import ConversationsEndpoint
 from serve_app.endpoints.responses.handler import ResponsesEndpoint
+from serve_app.endpoints.responses.socket import ResponsesSocket
 from serve_app.harmony.encoding import harmony_encoding, use_vocab_dir
 from serve_app.heap import freeze_startup_heap
 from serve_app.metrics import RequestMetrics
@@ -138,7 +139,9 @@ class Router:
             Route("/v1/chat/completions", g(self._chat.create), methods=["POST"]),
             Route("/v1/completions", g(self._completions.create), methods=["POST"]),
             Route("/v1/responses", g(self._responses.create), methods=["POST"]),
+            WebSocketRoute("/v1/responses", ResponsesSocket(self._responses, self._services).serve),
             Route("/v1/responses/input_tokens", g(self._responses.input_tokens), methods=["POST"]),
+            Route("/v1/responses/compact", g(self._responses.compact), methods=["POST"]),
             Route("/v1/responses/{response_id}", g(self._responses.get), methods=["GET"]),
             Route("/v1/responses/{response_id}", g(self._responses.delete), methods=["DELETE"]),
             Route("/v1/responses/{response_id}/input_items", g(self._responses.input_items), methods=["GET"]),

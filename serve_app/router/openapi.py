@@ -80,6 +80,10 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/responses/input_tokens", "post", "Count a response request's input tokens (its Harmony prompt)",
         "responses", "InputTokens", request="ResponsesRequest", errors=frozenset(_INFERENCE_ERRORS - {"429", "503"}),
     ),
+    Operation(
+        "/v1/responses/compact", "post", "Compact a window of items (what gpt-oss would not see dropped, sealed)",
+        "responses", "Compaction", request="CompactRequest", errors=frozenset(_INFERENCE_ERRORS - {"429", "503"}),
+    ),
     Operation("/v1/responses/{response_id}", "get", "A stored response", "responses", "Response"),
     Operation("/v1/responses/{response_id}", "delete", "Delete a stored response", "responses", "ResponseDeleted"),
     Operation(
@@ -142,12 +146,13 @@ def _models() -> dict[str, Any]:
     from serve_app.endpoints.chat.models import ChatCompletionRequest
     from serve_app.endpoints.completions.models import CompletionRequest
     from serve_app.endpoints.conversations.service import AddItems, CreateConversation, UpdateConversation
-    from serve_app.endpoints.responses.models import ResponsesRequest
+    from serve_app.endpoints.responses.models import CompactRequest, ResponsesRequest
 
     return {
         "ChatCompletionRequest": ChatCompletionRequest,
         "CompletionRequest": CompletionRequest,
         "ResponsesRequest": ResponsesRequest,
+        "CompactRequest": CompactRequest,
         "AdapterRegistration": api.AdapterRegistration,
         "ChatCompletion": ChatCompletion,
         "ChatCompletionChunk": ChatCompletionChunk,
@@ -160,6 +165,7 @@ def _models() -> dict[str, Any]:
         "ResponseDeleted": api.ResponseDeleted,
         "ItemList": api.ItemList,
         "InputTokens": api.InputTokens,
+        "Compaction": api.Compaction,
         "Conversation": api.Conversation,
         "ConversationDeleted": api.ConversationDeleted,
         "Item": api.Item,

@@ -200,8 +200,9 @@ def test_stored_responses_are_per_tenant_and_survive_a_store_and_router_restart(
     assert a.responses.retrieve(made.id).output == made.output
     with pytest.raises(openai.NotFoundError):
         b.responses.retrieve(made.id)
-    with pytest.raises(openai.NotFoundError):
+    with pytest.raises(openai.BadRequestError) as refused:
         b.responses.create(model=BASE, input="more", previous_response_id=made.id)
+    assert refused.value.code == "previous_response_not_found"
     for deployment in ("ResponseStore", "Router"):
         names = [x for x in ray.util.list_named_actors(all_namespaces=True) if f"dev#{deployment}" in x["name"]]
         for actor in names:
@@ -218,3 +219,46 @@ def test_stored_responses_are_per_tenant_and_survive_a_store_and_router_restart(
     a.responses.delete(made.id)
     with pytest.raises(openai.NotFoundError):
         a.responses.retrieve(made.id)
+
+
+def _ws_turn(ws) -> list[dict]:
+    """One WebSocket turn's frames, up to its terminal event or error envelope, each checked against the spec."""
+    from tests.support.conformance import conform_event
+
+    events = []
+    while True:
+        event = json.loads(ws.recv(timeout=120))
+        events.append(event)
+        if event["type"] == "error":
+            return events
+        conform_event(event)
+        if event["type"] in ("response.completed", "response.incomplete", "response.failed"):
+            return events
+
+
+@pytest.mark.parametrize("app", ["gptoss", "direct"], ids=["routed", "direct"])
+def test_websocket_mode_through_serve_streams_continues_and_survives_bad_frames(request, serve_url, app):
+    """WebSocket mode through Serve's ingress in both topologies: a store:false chain
+    continued on its connection, bad frames answered in-band, the connection kept."""
+    from websockets.sync.client import connect
+
+    request.getfixturevalue(f"{app}_app")
+    create = {"type": "response.create", "model": BASE, "store": False, "temperature": 0}
+    with connect(f"{serve_url.replace('http', 'ws', 1)}/{app}/v1/responses") as ws:
+        ws.send(json.dumps({**create, "instructions": HELPFUL, "input": "Name the european capitals"}))
+        events = _ws_turn(ws)
+        first = events[-1]["response"]
+        assert events[0]["type"] == "response.created" and first["status"] == "completed"
+        assert first["output"][-1]["content"][0]["text"] == CAPITALS_FINAL
+        ws.send("{not json")
+        assert _ws_turn(ws)[-1]["error"]["code"] == "invalid_json"
+        more = {"previous_response_id": first["id"], "input": "Name some more", "max_output_tokens": 30}
+        ws.send(json.dumps({**create, **more}))
+        second = _ws_turn(ws)[-1]
+        assert second["type"] in ("response.completed", "response.incomplete"), second
+        assert second["response"]["previous_response_id"] == first["id"]
+        assert second["response"]["usage"]["input_tokens"] > first["usage"]["input_tokens"]
+    with connect(f"{serve_url.replace('http', 'ws', 1)}/{app}/v1/responses") as ws:
+        ws.send(json.dumps({**create, "previous_response_id": first["id"], "input": "Continue"}))
+        error = _ws_turn(ws)[-1]
+        assert error["status"] == 400 and error["error"]["code"] == "previous_response_not_found"

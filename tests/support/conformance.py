@@ -46,10 +46,21 @@ def _nullable(node: Any) -> Any:
     return node
 
 
+def _usage_until_done(schemas: dict[str, Any]) -> None:
+    """A response's ``usage`` may be null: OpenAI's API sends ``usage: null`` in the
+    ``response.created``/``in_progress`` snapshots, its SDKs type it ``Optional``, and
+    Open Responses requires the field (object or null); the spec has it optional, non-null."""
+    for part in schemas["Response"]["allOf"]:
+        props = part.get("properties", {})
+        if "usage" in props:
+            props["usage"] = {"anyOf": [props["usage"], {"type": "null"}]}
+
+
 @functools.cache
 def spec() -> dict[str, Any]:
     doc = json.loads(SPEC_FILE.read_text())
     doc["schemas"] = _nullable(doc["schemas"])
+    _usage_until_done(doc["schemas"])
     return doc
 
 

@@ -158,8 +158,10 @@ def test_responses_stream_events_parse_with_the_sdk_types(client, fakes):
         json={"model": BASE, "input": "Weather?", "tools": [WEATHER], "stream": True},
     ) as s:
         blocks = [b for b in s.read().decode().split("\n\n") if b]
+    # The last is data: [DONE], as Open Responses requires and the openai SDK stops at.
+    assert blocks[-1] == "data: [DONE]"
     events = []
-    for block in blocks:
+    for block in blocks[:-1]:
         name, data = block.split("\n")
         event = EVENTS.validate_python(json.loads(data[6:]))
         assert name == f"event: {event.type}"
@@ -190,7 +192,7 @@ def test_stored_responses_are_per_tenant_and_continue(client, fakes):
         "previous_response_id": first["id"],
         "input": [{"type": "function_call_output", "call_id": call["call_id"], "output": '{"temp": 21}'}],
     }
-    _error(client.post("/v1/responses", headers=OTHER, json=follow), 404, "response_not_found")
+    _error(client.post("/v1/responses", headers=OTHER, json=follow), 400, "previous_response_not_found")
     second = client.post("/v1/responses", headers=AUTH, json=follow).json()
     assert second["status"] == "completed" and second["previous_response_id"] == first["id"]
     prompt = _decode(replica.requests[-1].prompt_token_ids)

@@ -24,7 +24,7 @@ class ChatEndpoint(GenerationEndpoint[ChatRun]):
         super().__init__(services)
         self._chat = ChatService(services.cfg, services.models)
 
-    async def accept(self, body: Any, principal: Principal, arrived: float) -> ChatRun:
+    async def accept(self, body: Any, principal: Principal, arrived: float, **context: Any) -> ChatRun:
         return await self._chat.accept(body, principal, arrived)
 
     def jobs(self, run: ChatRun) -> list[Job]:

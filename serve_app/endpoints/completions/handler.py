@@ -28,7 +28,7 @@ class CompletionsEndpoint(GenerationEndpoint[CompletionRun]):
         super().__init__(services)
         self._service = CompletionsService(services.cfg, services.models)
 
-    async def accept(self, body: Any, principal: Principal, arrived: float) -> CompletionRun:
+    async def accept(self, body: Any, principal: Principal, arrived: float, **context: Any) -> CompletionRun:
         return await self._service.accept(body, principal, arrived)
 
     def jobs(self, run: CompletionRun) -> list[Job]:

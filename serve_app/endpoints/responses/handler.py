@@ -1,4 +1,4 @@
-"""``/v1/responses``: create (JSON or SSE events), get, delete, list input items."""
+"""``/v1/responses``: create (JSON or SSE events), get, delete, list input items, compact."""
 
 from __future__ import annotations
 
@@ -21,15 +21,17 @@ from serve_app.protocol.errors import EngineUnavailable, ServeAppError
 
 class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
     name = "responses"
-    # The Responses API's stream ends with its response.completed (or .failed) event.
-    done = None
+    # After response.completed (or .incomplete, .failed): ``data: [DONE]``, which Open
+    # Responses requires and the openai SDKs stop at (OpenAI's own API leaves it out).
+    done = sse.DONE
 
     def __init__(self, services: Services, conversations: ConversationService):
         super().__init__(services)
         self._service = ResponsesService(services.cfg, services.models, services.responses_store, conversations)
 
-    async def accept(self, body: Any, principal: Principal, arrived: float) -> ResponseRun:
-        return await self._service.accept(body, principal, arrived)
+    async def accept(self, body: Any, principal: Principal, arrived: float, **context: Any) -> ResponseRun:
+        """``context``: ``recent``, a WebSocket connection's own responses (``socket``)."""
+        return await self._service.accept(body, principal, arrived, context.get("recent"))
 
     def jobs(self, run: ResponseRun) -> list[Job]:
         return [run.job]
@@ -37,10 +39,11 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
     def streamed(self, run: ResponseRun) -> bool:
         return run.request.stream
 
-    def stream(
+    async def stream(
         self, run: ResponseRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
     ) -> AsyncIterator[bytes]:
-        return self._events(run, first, events, outcome)
+        async for e in self.event_objects(run, first, events, outcome):
+            yield sse.event(e["type"], e)
 
     def error_event(self, run: ResponseRun, err: ServeAppError) -> bytes:
         """``response.failed``, with the error's code and message."""
@@ -53,16 +56,17 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
         body = run.writer.response()
         return body, body["usage"]["output_tokens"]
 
-    async def _events(
+    async def event_objects(
         self, run: ResponseRun, first: ChoiceEvent, events: AsyncIterator[ChoiceEvent], outcome: Outcome
-    ) -> AsyncIterator[bytes]:
+    ) -> AsyncIterator[dict[str, Any]]:
+        """The response's stream events, as objects (SSE and WebSocket encode them their own way)."""
         w = run.writer
         for e in w.start():
-            yield sse.event(e["type"], e)
+            yield e
         event: ChoiceEvent | None = first
         while event is not None:
             for e in w.delta(event.delta):
-                yield sse.event(e["type"], e)
+                yield e
             if event.finish_reason:
                 outcome.completion_tokens = event.completion_tokens
                 done = w.finish(
@@ -72,8 +76,12 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
                 # previous_response_id must find it.
                 await self._service.save(run)
                 for e in done:
-                    yield sse.event(e["type"], e)
+                    yield e
             event = await anext(events, None)
+
+    async def compact(self, request: Request) -> Response:
+        principal = self._s.principal(request)
+        return json_response(await self._service.compact(await self._s.body(request), principal))
 
     async def input_tokens(self, request: Request) -> Response:
         body = await self._s.body(request)

@@ -83,7 +83,14 @@ class ItemReference(WireModel):
     id: str = Field(min_length=1, max_length=256)
 
 
-KINDS = ("message", "function_call", "function_call_output", "reasoning", "item_reference")
+class CompactionItem(WireModel):
+    """A window sealed by ``/v1/responses/compact`` (opened before rendering: ``compact.expand``)."""
+
+    type: Literal["compaction"]
+    encrypted_content: str = Field(max_length=10 * 1024 * 1024)
+
+
+KINDS = ("message", "function_call", "function_call_output", "reasoning", "item_reference", "compaction")
 
 
 def _item_kind(v: Any) -> str:
@@ -102,7 +109,7 @@ class UnsupportedItem(WireModel):
     def _refuse(self) -> UnsupportedItem:
         raise ValueError(
             f"input items of type {self.type!r} are not supported "
-            "(message, function_call, function_call_output, reasoning, item_reference)"
+            "(message, function_call, function_call_output, reasoning, item_reference, compaction)"
         )
 
 
@@ -112,6 +119,7 @@ InputItem = Annotated[
     | Annotated[FunctionCallOutputItem, Tag("function_call_output")]
     | Annotated[ReasoningItem, Tag("reasoning")]
     | Annotated[ItemReference, Tag("item_reference")]
+    | Annotated[CompactionItem, Tag("compaction")]
     | Annotated[UnsupportedItem, Tag("unsupported")],
     Discriminator(_item_kind),
 ]
@@ -224,6 +232,29 @@ class ResponsesRequest(WireModel):
 
     @property
     def items(self) -> list[Any]:
+        if isinstance(self.input, str):
+            return [MessageItem(role="user", content=self.input)]
+        return list(self.input)
+
+
+class CompactRequest(WireModel):
+    """``POST /v1/responses/compact``: a window to compact (``model`` required, as in OpenAI's API)."""
+
+    model: str = Field(min_length=1)
+    input: str | list[InputItem] | None = None
+    previous_response_id: str | None = None
+    instructions: str | None = None
+
+    @model_validator(mode="after")
+    def _something_to_compact(self) -> CompactRequest:
+        if not self.input and not self.previous_response_id:
+            raise ValueError("input: give the items to compact (or previous_response_id)")
+        return self
+
+    @property
+    def items(self) -> list[Any]:
+        if self.input is None:
+            return []
         if isinstance(self.input, str):
             return [MessageItem(role="user", content=self.input)]
         return list(self.input)

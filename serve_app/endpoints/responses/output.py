@@ -23,10 +23,18 @@ def new_id(prefix: str) -> str:
     return f"{prefix}_{uuid.uuid4().hex}"
 
 
+# The streamed reasoning events' names: OpenAI's, or Open Responses' (``responses.reasoning_events``).
+REASONING_EVENTS = {
+    "openai": ("response.reasoning_text.delta", "response.reasoning_text.done"),
+    "open_responses": ("response.reasoning.delta", "response.reasoning.done"),
+}
+
+
 class ResponseWriter:
-    def __init__(self, envelope: dict[str, Any]):
+    def __init__(self, envelope: dict[str, Any], reasoning_events: str = "openai"):
         # Every field of the response but status, output, usage and the outcome.
         self._envelope = envelope
+        self._reasoning_delta, self._reasoning_done = REASONING_EVENTS[reasoning_events]
         self.output: list[dict[str, Any]] = []
         self._seq = 0
         # The item being written: its kind ("reasoning", "message", "call"), and for a call its index.
@@ -51,9 +59,9 @@ class ResponseWriter:
             "error": self.error,
             # Null until the response is done (OpenAI: present, null, in created/in_progress).
             "completed_at": int(time.time()) if self.status in ("completed", "incomplete") else None,
+            # Null until there is some, as OpenAI's API sends it and its SDKs type it.
+            "usage": self.usage,
         }
-        if self.usage is not None:
-            out["usage"] = self.usage
         return out
 
     def _event(self, type: str, **fields: Any) -> dict[str, Any]:
@@ -143,7 +151,7 @@ class ResponseWriter:
         item = self.output[-1]
         part = item["content"][0]
         part["text"] += text
-        name = "response.reasoning_text.delta" if kind == "reasoning" else "response.output_text.delta"
+        name = self._reasoning_delta if kind == "reasoning" else "response.output_text.delta"
         extra: dict[str, Any] = {} if kind == "reasoning" else {"logprobs": []}
         events.append(
             self._event(
@@ -202,7 +210,7 @@ class ResponseWriter:
             if kind == "reasoning":
                 events.append(
                     self._event(
-                        "response.reasoning_text.done",
+                        self._reasoning_done,
                         item_id=item["id"],
                         output_index=index,
                         content_index=0,

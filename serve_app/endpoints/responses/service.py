@@ -22,12 +22,12 @@ from serve_app.config import AppConfig, SamplingDefaults
 from serve_app.endpoints import limits
 from serve_app.endpoints.common import completion_budget, request_sampling
 from serve_app.endpoints.conversations.service import ConversationService
-from serve_app.endpoints.responses import render
-from serve_app.endpoints.responses.models import InputItem, ItemReference, ResponsesRequest
+from serve_app.endpoints.responses import compact, render
+from serve_app.endpoints.responses.models import CompactRequest, InputItem, ItemReference, ResponsesRequest
 from serve_app.endpoints.responses.output import ResponseWriter, new_id
-from serve_app.harmony.chat import HarmonyPrompt, prepare_conversation
+from serve_app.harmony.chat import HarmonyPrompt, OutputRules, prepare_conversation
 from serve_app.harmony.parse import CompletionParser
-from serve_app.protocol.errors import RouteNotFound
+from serve_app.protocol.errors import InvalidRequest, RouteNotFound
 from serve_app.protocol.wire import parse
 
 _ITEMS = TypeAdapter(list[InputItem])
@@ -35,6 +35,19 @@ _ITEMS = TypeAdapter(list[InputItem])
 
 class ResponseNotFound(RouteNotFound):
     code = "response_not_found"
+
+
+class PreviousResponseNotFound(InvalidRequest):
+    """A ``previous_response_id`` that is unknown, expired, another tenant's, or not kept (``store: false``).
+
+    A 400, as OpenAI's API answers it, with the code clients recover on.
+    """
+
+    code = "previous_response_not_found"
+
+
+# A connection's own recent responses (WebSocket mode): id -> the items that continue it.
+Recent = dict[str, list[dict[str, Any]]]
 
 
 @dataclass
@@ -48,14 +61,18 @@ class ResponseRun:
     new_items: list[dict[str, Any]] = field(default_factory=list)
     conversation: str | None = None
 
+    def history(self) -> list[dict[str, Any]]:
+        """What a response continuing this one starts from: its input, then its output."""
+        return self.input_items + [as_input(i) for i in self.writer.output]
+
 
 def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: SamplingDefaults) -> dict[str, Any]:
     """The response object's fields that come from the request, with the settings in effect.
 
     As OpenAI's spec has them: sampling as used (the config's defaults where the
     request left a field out), tools with ``strict`` and ``parameters`` (null
-    when not given), ``user`` and ``usage`` left out when there are none (the
-    spec has them as non-null when present).
+    when not given), ``user`` left out when there is none (the spec has it as
+    non-null when present); ``usage`` is the writer's (null until done).
     """
     fmt = request.text.format if request.text is not None else None
     text_format: dict[str, Any] = {"type": "text"}
@@ -182,22 +199,39 @@ class ResponsesService:
         if run.conversation is not None and run.writer.status == "completed":
             await self._conversations.append(run.job.principal, run.conversation, run.new_items + run.writer.output)
 
-    async def _prepare(
-        self, request: ResponsesRequest, principal: Principal
-    ) -> tuple[HarmonyPrompt, list[dict[str, Any]], list[dict[str, Any]], str]:
-        """The request as a Harmony prompt: its history, references and tools; all its items; its own; the effort."""
-        limits.check(self._cfg.limits, shape(request))
-        history: list[dict[str, Any]] = []
-        if request.previous_response_id:
-            record = await self.stored(principal, request.previous_response_id, "previous_response_id")
-            history = record["input_items"] + [as_input(i) for i in record["response"]["output"]]
-        if request.conversation is not None:
+    async def _history(self, principal: Principal, request: ResponsesRequest | CompactRequest, recent: Recent | None):
+        """The stored (or, on a WebSocket, the connection's) items ``previous_response_id`` continues."""
+        id = request.previous_response_id
+        if not id:
+            return []
+        if recent is not None and id in recent:
+            return recent[id]
+        record = await self._store.get.remote(principal.name, id) if self._store is not None else None
+        if record is None:
+            raise PreviousResponseNotFound(f"Previous response with id '{id}' not found.", param="previous_response_id")
+        return record["input_items"] + [as_input(i) for i in record["response"]["output"]]
+
+    async def _window(
+        self, request: ResponsesRequest | CompactRequest, principal: Principal, recent: Recent | None
+    ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+        """All the items the response answers (history, then the request's own), and the request's own."""
+        history = await self._history(principal, request, recent)
+        if isinstance(request, ResponsesRequest) and request.conversation is not None:
             history = [as_input(i) for i in await self._conversations.history(principal, request.conversation)]
-        new = await self._resolve_references(principal, request.items)
+        new = compact.expand(await self._resolve_references(principal, request.items))
         input_items = history + new
+        _check_calls(input_items, len(history))
         if len(input_items) > self._cfg.limits.max_messages:
             # With the stored ones of previous_response_id, which a client cannot see in its own request.
             limits.check(self._cfg.limits, limits.RequestShape(messages=len(input_items), messages_param="input"))
+        return input_items, new
+
+    async def _prepare(
+        self, request: ResponsesRequest, principal: Principal, recent: Recent | None = None
+    ) -> tuple[HarmonyPrompt, list[dict[str, Any]], list[dict[str, Any]], str]:
+        """The request as a Harmony prompt: its history, references and tools; all its items; its own; the effort."""
+        limits.check(self._cfg.limits, shape(request))
+        input_items, new = await self._window(request, principal, recent)
         items = _ITEMS.validate_python(input_items)
         effort = render.effort(request, self._cfg.sampling_defaults.reasoning_effort)
         prompt = await asyncio.to_thread(
@@ -209,6 +243,35 @@ class ResponsesService:
         )
         return prompt, input_items, new, effort
 
+    async def compact(self, body: Any, principal: Principal = ANONYMOUS) -> dict[str, Any]:
+        """``POST /v1/responses/compact``: the window without what gpt-oss would not see, sealed (``compact``)."""
+        request: CompactRequest = parse(CompactRequest, body, deepest=True)
+        await self._resolver.resolve(request.model, principal)
+        if request.input is not None and isinstance(request.input, list):
+            limits.check(self._cfg.limits, limits.RequestShape(messages=len(request.input), messages_param="input"))
+        input_items, _ = await self._window(request, principal, None)
+        items = _ITEMS.validate_python(input_items)
+        prompt = await asyncio.to_thread(
+            prepare_conversation, render.messages(request.instructions, items), [], OutputRules(), "medium"
+        )
+        window = compact.compacted(input_items)
+        output = [compact.user_message(i, new_id("msg")) for i in window if compact.is_user(i)]
+        output.append({"type": "compaction", "id": new_id("cmp"), "encrypted_content": compact.seal(window)})
+        tokens = len(prompt.prompt_token_ids)
+        return {
+            "id": new_id("resp"),
+            "object": "response.compaction",
+            "created_at": int(time.time()),
+            "output": output,
+            "usage": {
+                "input_tokens": tokens,
+                "input_tokens_details": {"cached_tokens": 0, "cache_write_tokens": 0},
+                "output_tokens": 0,
+                "output_tokens_details": {"reasoning_tokens": 0},
+                "total_tokens": tokens,
+            },
+        }
+
     async def input_tokens(self, body: Any, principal: Principal = ANONYMOUS) -> dict[str, Any]:
         """``POST /v1/responses/input_tokens``: the prompt's length as a generation would render it."""
         if isinstance(body, dict) and not body.get("model"):
@@ -218,13 +281,16 @@ class ResponsesService:
         prompt, _, _, _ = await self._prepare(request, principal)
         return {"object": "response.input_tokens", "input_tokens": len(prompt.prompt_token_ids)}
 
-    async def accept(self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None) -> ResponseRun:
+    async def accept(
+        self, body: Any, principal: Principal = ANONYMOUS, arrived: float | None = None, recent: Recent | None = None
+    ) -> ResponseRun:
+        """The request validated and rendered; ``recent``: a WebSocket connection's own responses."""
         request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
         ref = await self._resolver.resolve(request.model, principal)
         if self._store is None:
             # responses.enabled is off: nothing is kept, and the response says so.
             request.store = False
-        prompt, input_items, new, effort = await self._prepare(request, principal)
+        prompt, input_items, new, effort = await self._prepare(request, principal, recent)
         budget = completion_budget(
             self._cfg.model.max_model_len,
             len(prompt.prompt_token_ids),
@@ -249,5 +315,21 @@ class ResponsesService:
             principal=principal,
             arrived=time.monotonic() if arrived is None else arrived,
         )
-        writer = ResponseWriter(_envelope(id, request, effort, self._cfg.sampling_defaults))
+        writer = ResponseWriter(
+            _envelope(id, request, effort, self._cfg.sampling_defaults), self._cfg.responses.reasoning_events
+        )
         return ResponseRun(request, job, writer, input_items, new, request.conversation)
+
+
+def _check_calls(items: list[dict[str, Any]], first_own: int) -> None:
+    """Every ``function_call_output`` answers a ``function_call`` before it (a 400 naming it, as OpenAI's API)."""
+    called: set[str] = set()
+    for index, item in enumerate(items):
+        if item.get("type") == "function_call":
+            called.add(item.get("call_id", ""))
+        elif item.get("type") == "function_call_output" and item.get("call_id") not in called:
+            own = index - first_own
+            raise InvalidRequest(
+                f"No tool call found for function call output with call_id '{item.get('call_id')}'.",
+                param=f"input.{own}.call_id" if own >= 0 else "previous_response_id",
+            )
