@@ -23,7 +23,7 @@ SERVE_ENV := RAY_USAGE_STATS_ENABLED=0 RAY_SERVE_THROUGHPUT_OPTIMIZED=1 RAY_SERV
 # The CPU dev environment's exact versions; `make lock` refreshes it from pyproject.toml.
 LOCK := requirements/cpu-dev.lock
 
-.PHONY: serve test test-faults test-cluster cluster-demo test-unit lint bench soak fuzz devmodel install lock clean-venv
+.PHONY: serve test test-faults test-cluster conformance cluster-demo test-unit lint bench soak fuzz devmodel install lock clean-venv
 
 install: $(VENV)/.installed
 
@@ -81,6 +81,11 @@ test: devmodel
 
 test-faults: devmodel
 	$(PY) -m pytest -q --durations=15 -m faults
+
+# The Open Responses compliance suite (Bun from npm, into a cache) against the dev server
+# it starts (tests/conformance/openresponses_run.py; docs/api.md).
+conformance: devmodel
+	$(SERVE_ENV) $(PY) tests/conformance/openresponses_run.py $(CONFORMANCE_ARGS)
 
 # Autoscaling on a multi-node Ray cluster on this machine; prints the timeline (docs/deploy.md).
 test-cluster: devmodel
