@@ -58,6 +58,10 @@ class GenerationEndpoint(ABC, Generic[RunT]):
     async def collect(self, run: RunT, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
         """The whole JSON body and its completion tokens."""
 
+    async def detach(self, run: RunT, events: AsyncIterator[ChoiceEvent], admission: Admission) -> Response | None:
+        """Run it apart from this connection (and answer for it), or None: the request runs here."""
+        return None
+
     def error_event(self, run: RunT, err: ServeAppError) -> bytes:
         """An error after the stream started, in-band."""
         return sse.encode(err.to_dict())
@@ -79,11 +83,8 @@ class GenerationEndpoint(ABC, Generic[RunT]):
                 # A tenant over its quota gets its 429 here.
                 admission = await self._s.quotas.admit(principal, sum(j.prompt_tokens for j in jobs))
             return accepted, self._s.core.events_of(jobs), admission
-        except ServeAppError as e:
-            self.finished(run, e.status, arrived=arrived, admission=admission)
-            raise
-        except BaseException:
-            self._release(admission, 0)
+        except BaseException as e:
+            self._ended_by(e, run, arrived, admission)
             raise
 
     async def create(self, request: Request) -> Response:
@@ -96,6 +97,9 @@ class GenerationEndpoint(ABC, Generic[RunT]):
             raise
         run, events, admission = await self.begin(body, principal, arrived)
         try:
+            detached = await self.detach(run, events, admission)
+            if detached is not None:
+                return detached
             if self.streamed(run):
                 first = await peek(events)
                 outcome = Outcome()
@@ -110,14 +114,18 @@ class GenerationEndpoint(ABC, Generic[RunT]):
                     headers=admission.headers,
                 )
             body, tokens = await self.collect(run, events)
-        except ServeAppError as e:
-            self.finished(run, e.status, arrived=arrived, admission=admission)
-            raise
-        except BaseException:
-            self._release(admission, 0)
+        except BaseException as e:
+            self._ended_by(e, run, arrived, admission)
             raise
         self.finished(run, 200, tokens, admission=admission)
         return json_response(body, headers=admission.headers)
+
+    def _ended_by(self, e: BaseException, run: RunT | None, arrived: float, admission: Admission) -> None:
+        """A request that ends with ``e``: a typed error is its status; anything else only frees its slot."""
+        if isinstance(e, ServeAppError):
+            self.finished(run, e.status, arrived=arrived, admission=admission)
+        else:
+            self._release(admission, 0)
 
     def _release(self, admission: Admission, completion_tokens: int) -> None:
         if self._s.quotas is not None:

@@ -127,6 +127,10 @@ class Router:
         """Serve's late-bound ingress: the application this instance built."""
         return self.http
 
+    def background_stats(self) -> dict[str, Any]:
+        """Background responses running in this process, and the streams it read again."""
+        return self._responses.background_stats()
+
     def _build_app(self) -> Starlette:
         g, c = self._guard, self._conversations
         conv = CONVERSATIONS + "/{conversation_id}"
@@ -145,6 +149,7 @@ class Router:
             Route("/v1/responses/{response_id}", g(self._responses.get), methods=["GET"]),
             Route("/v1/responses/{response_id}", g(self._responses.delete), methods=["DELETE"]),
             Route("/v1/responses/{response_id}/input_items", g(self._responses.input_items), methods=["GET"]),
+            Route("/v1/responses/{response_id}/cancel", g(self._responses.cancel), methods=["POST"]),
             Route(CONVERSATIONS, g(c.create), methods=["POST"]),
             Route(conv, g(c.get), methods=["GET"]),
             Route(conv, g(c.update), methods=["POST"]),

@@ -84,7 +84,15 @@ OPERATIONS: tuple[Operation, ...] = (
         "/v1/responses/compact", "post", "Compact a window of items (what gpt-oss would not see dropped, sealed)",
         "responses", "Compaction", request="CompactRequest", errors=frozenset(_INFERENCE_ERRORS - {"429", "503"}),
     ),
-    Operation("/v1/responses/{response_id}", "get", "A stored response", "responses", "Response"),
+    Operation(
+        "/v1/responses/{response_id}", "get",
+        "A stored response; with stream=true, a background response's events after starting_after", "responses",
+        "Response", stream="ResponseStreamEvent",
+    ),
+    Operation(
+        "/v1/responses/{response_id}/cancel", "post", "Cancel a background response (from any replica)",
+        "responses", "Response", body_required=False,
+    ),
     Operation("/v1/responses/{response_id}", "delete", "Delete a stored response", "responses", "ResponseDeleted"),
     Operation(
         "/v1/responses/{response_id}/input_items", "get", "A stored response's input items", "responses", "ItemList"

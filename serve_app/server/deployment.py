@@ -80,3 +80,7 @@ class LLMServer(LLMReplica):
     def __serve_build_asgi_app__(self) -> Any:
         """Serve's late-bound ingress: the router's application, in this process."""
         return self._router.http
+
+    async def stats(self) -> dict:
+        """The engine replica's stats, and the background responses its API runs."""
+        return {**await super().stats(), "background": self._router.background_stats()}

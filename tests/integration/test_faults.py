@@ -500,3 +500,142 @@ def test_engine_killed_under_load_on_two_replicas(pair_app, serve_url, serve_ses
         assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == PIRATE_FINAL
     manager = serve_session.get_deployment_handle("AdapterManager", app_name="pair")
     assert {"pirate", "terse"} <= {a["name"] for a in manager.list.remote().result(timeout_s=60)}
+
+
+# -- background responses across replicas (last: it kills one of pair's replicas) -------------
+
+LONG = {"instructions": HELPFUL, "input": "Name the european capitals", "temperature": 0, "ignore_eos": True}
+
+
+def _by_pid(pair_app, want: int = 2) -> dict[int, dict]:
+    """Each pair replica's stats (``LLMServer.stats``: its background runs and streams read again)."""
+    seen: dict[int, dict] = {}
+    for _ in range(40):
+        s = pair_app.stats.remote().result(timeout_s=30)
+        seen[s["pid"]] = s
+        if len(seen) >= want:
+            break
+    return seen
+
+
+def _runner(pair_app, id: str) -> int:
+    """The pid of the replica running background response ``id``."""
+    deadline = time.monotonic() + 30
+    while True:
+        found = [pid for pid, s in _by_pid(pair_app).items() if id in s["background"]["running"]]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no replica runs {id}"
+
+
+RUNNING = ("queued", "in_progress")
+
+
+def _poll_until(url: str, id: str, done, timeout_s: float) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        body = httpx.get(f"{url}/v1/responses/{id}", headers=AUTH, timeout=30).json()
+        if done(body):
+            return body
+        assert time.monotonic() < deadline, body
+        time.sleep(0.2)
+
+
+def _background(url: str, tokens: int) -> dict:
+    body = {"model": BASE, "background": True, "max_output_tokens": tokens, **LONG}
+    r = httpx.post(f"{url}/v1/responses", json=body, headers=AUTH, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "queued", r.text
+    return r.json()
+
+
+def test_background_runs_survive_the_client_resume_anywhere_and_fail_with_their_replica(pair_app, serve_url):
+    """Issue 34's timeline on two replicas (direct topology): a background stream whose
+    client leaves, its events read again through the other replica, a cancel, an engine
+    killed under a run (failed at once), a replica killed under a run (failed when its
+    lease runs out). Prints the timeline."""
+    from serve_app.endpoints.responses.runs import LEASE_S, LOST_MESSAGE
+    from tests.support import engine_kill
+
+    url = f"{serve_url}/pair"
+    t0 = time.monotonic()
+    line = []
+
+    def mark(what: str) -> None:
+        line.append(f"{time.monotonic() - t0:6.2f} s  {what}")
+
+    # 1. Start a streamed background run, leave after a few events.
+    body = {"model": BASE, "background": True, "stream": True, "max_output_tokens": 1200, **LONG}
+    seen: list[dict] = []
+    with httpx.stream("POST", f"{url}/v1/responses", json=body, headers=AUTH, timeout=60) as r:
+        assert r.status_code == 200, r.read()
+        for text in r.iter_lines():
+            if text.startswith("data: {"):
+                seen.append(json.loads(text[6:]))
+                if len(seen) == 8:
+                    break
+    id, last = seen[0]["response"]["id"], seen[-1]["sequence_number"]
+    mark(f"started {id}, client left after event {last}")
+    runner = _runner(pair_app, id)
+    # 2. Read it again from event `last` on until another replica serves it.
+    others: list[int] = []
+    for _ in range(16):
+        before = {pid: s["background"]["read_again"] for pid, s in _by_pid(pair_app).items()}
+        with httpx.stream(
+            "GET", f"{url}/v1/responses/{id}?stream=true&starting_after={last}", headers=AUTH, timeout=60
+        ) as r:
+            assert r.status_code == 200
+            first = next(json.loads(t[6:]) for t in r.iter_lines() if t.startswith("data: {"))
+        assert first["sequence_number"] == last + 1
+        after = {pid: s["background"]["read_again"] for pid, s in _by_pid(pair_app).items()}
+        others = [pid for pid in after if after[pid] > before.get(pid, 0) and pid != runner]
+        if others:
+            break
+    assert others, f"every read again was served by the runner {runner}"
+    mark(f"read again from {last + 1} through the other replica (pid {others[0]}; the run is in pid {runner})")
+    done = _poll_until(url, id, lambda b: b["status"] not in RUNNING, 300)
+    assert done["status"] == "incomplete" and done["usage"]["output_tokens"] == 1200, done["status"]
+    mark(f"run ended {done['status']} (max_output_tokens), {done['usage']['output_tokens']} tokens")
+
+    # 3. Cancel a run from whichever replica takes the request.
+    victim = _background(url, 1200)
+    _poll_until(url, victim["id"], lambda b: b["output"], 120)
+    t = time.monotonic()
+    r = httpx.post(f"{url}/v1/responses/{victim['id']}/cancel", headers=AUTH, timeout=60)
+    assert r.status_code == 200 and r.json()["status"] == "cancelled", r.text
+    mark(f"cancelled a run in {time.monotonic() - t:.2f} s")
+
+    # 4. Kill the engine under a run: it ends failed, and pollers see it at once.
+    victim = _background(url, 1200)
+    pid = _runner(pair_app, victim["id"])
+    _poll_until(url, victim["id"], lambda b: b["output"], 120)
+    engine_kill.engine_core_of(pid).kill()
+    t = time.monotonic()
+    failed = _poll_until(url, victim["id"], lambda b: b["status"] not in RUNNING, 60)
+    assert failed["status"] == "failed" and failed["error"]["message"], failed
+    mark(f"engine killed under a run: failed seen {time.monotonic() - t:.2f} s later ({failed['error']['code']})")
+
+    # 5. Kill the replica (its process) under a run: its lease runs out, it ends failed.
+    deadline = time.monotonic() + 240
+    while True:  # the engine restarted in place (step 4) serves again
+        victim = httpx.post(
+            f"{url}/v1/responses",
+            json={"model": BASE, "background": True, "max_output_tokens": 1200, **LONG},
+            headers=AUTH,
+            timeout=60,
+        )
+        if victim.status_code == 200:
+            victim_body = victim.json()
+            got = _poll_until(url, victim_body["id"], lambda b: b["output"] or b["status"] not in RUNNING, 240)
+            if got["status"] == "in_progress":
+                break
+        assert time.monotonic() < deadline, victim.text
+        time.sleep(2)
+    pid = _runner(pair_app, victim_body["id"])
+    engine = engine_kill.engine_core_of(pid)
+    os.kill(pid, 9)
+    engine.kill()  # not left behind by its replica
+    t = time.monotonic()
+    lost = _poll_until(url, victim_body["id"], lambda b: b["status"] not in RUNNING, LEASE_S + 30)
+    assert lost["status"] == "failed" and lost["error"]["message"] == LOST_MESSAGE, lost
+    mark(f"replica killed under a run: failed seen {time.monotonic() - t:.2f} s later (lease {LEASE_S:.0f} s)")
+    print("\nbackground timeline (pair: direct topology, two replicas, Serve's Python proxy):\n" + "\n".join(line))

@@ -135,6 +135,16 @@ class FakeStore:
 RUNNING = {"replicas": 1}
 
 
+def fresh(replica: FakeReplica) -> FakeReplica:
+    """The fake replica as a test starts with it: the usual reply, no delay, no dying engine, one replica."""
+    replica.reply = REASONING_THEN_FINAL
+    replica.delay_s = 0.0
+    replica.dead_calls, replica.die_after = 0, None
+    RUNNING["replicas"] = 1
+    replica.liveness.invalidate()  # the count each test sets, not one cached by the test before
+    return replica
+
+
 def router_app(vocab_dir: Path, tmp: Path) -> Iterator[tuple[TestClient, FakeReplica, FakeStore]]:
     """The app, its fake replica and store (a generator: the fixture's setup and teardown)."""
     import os

@@ -23,6 +23,7 @@ from tests.support.fake_router import (
     RUNNING,
     TOOL_CALL,
     WEATHER,
+    fresh,
 )
 
 EVENTS = TypeAdapter(ResponseStreamEvent)
@@ -31,11 +32,7 @@ EVENTS = TypeAdapter(ResponseStreamEvent)
 @pytest.fixture
 def client(fakes):
     client, replica, _ = fakes
-    replica.reply = REASONING_THEN_FINAL
-    replica.delay_s = 0.0
-    replica.dead_calls, replica.die_after = 0, None
-    RUNNING["replicas"] = 1
-    replica.liveness.invalidate()  # the count each test sets, not one cached by the test before
+    fresh(replica)
     return client
 
 

@@ -1,22 +1,36 @@
-"""``/v1/responses``: create (JSON or SSE events), get, delete, list input items, compact."""
+"""``/v1/responses``: create (JSON or SSE events; in the background), get (or resume its stream),
+cancel, delete, list input items, compact."""
 
 from __future__ import annotations
 
+import asyncio
+import logging
+import os
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 
 from serve_app.api import sse
 from serve_app.api.auth import Principal
 from serve_app.api.context import Services
 from serve_app.api.core import ChoiceEvent, Job
 from serve_app.api.endpoint import GenerationEndpoint
-from serve_app.api.http import Outcome, json_response
+from serve_app.api.http import SSE_HEADERS, Outcome, json_response
 from serve_app.endpoints.conversations.service import ConversationService, as_stored
+from serve_app.endpoints.responses.background import BackgroundRuns
 from serve_app.endpoints.responses.service import ResponseRun, ResponsesService
-from serve_app.protocol.errors import EngineUnavailable, ServeAppError
+from serve_app.protocol.errors import EngineUnavailable, InvalidRequest, ServeAppError
+from serve_app.quotas.gate import Admission
+
+logger = logging.getLogger("ray.serve")
+
+# A resumed stream reads the store for new events this often.
+RESUME_POLL_S = 0.1
+# How long a cancel waits for the run to stop before it answers with the response as it stands.
+CANCEL_WAIT_S = 5.0
 
 
 class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
@@ -28,6 +42,10 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
     def __init__(self, services: Services, conversations: ConversationService):
         super().__init__(services)
         self._service = ResponsesService(services.cfg, services.models, services.responses_store, conversations)
+        self._store = services.responses_store
+        self._background = BackgroundRuns(services.responses_store)
+        # Background streams this process read again (GET ?stream=true), for ``background_stats``.
+        self._read_again = 0
 
     async def accept(self, body: Any, principal: Principal, arrived: float, **context: Any) -> ResponseRun:
         """``context``: ``recent``, a WebSocket connection's own responses (``socket``)."""
@@ -45,9 +63,46 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
         async for e in self.event_objects(run, first, events, outcome):
             yield sse.event(e["type"], e)
 
+    async def detach(
+        self, run: ResponseRun, events: AsyncIterator[ChoiceEvent], admission: Admission
+    ) -> Response | None:
+        """``background: true``: the run goes on apart from this connection; the queued response, or its stream."""
+        if not run.request.background:
+            return None
+        try:
+            first = await self._background.start(
+                run,
+                events,
+                self.event_objects,
+                lambda o: self.finished(run, o.status, o.completion_tokens, admission=admission),
+            )
+        except BaseException:
+            await events.aclose()  # type: ignore[attr-defined]
+            raise
+        if run.request.stream:
+            return self._tail(run.job.principal, run.writer.id, -1)
+        return json_response(first, headers=admission.headers)
+
+    def _tail(self, principal: Principal, id: str, after: int) -> StreamingResponse:
+        """A background response's events after ``after``, from the store, until its last."""
+
+        async def events() -> AsyncIterator[bytes]:
+            seen = after
+            while True:
+                got = await self._store.run_events.remote(principal.name, id, seen)
+                for e in got["events"]:
+                    seen = e["sequence_number"]
+                    yield sse.event(e["type"], e)
+                if got["done"]:
+                    yield sse.DONE
+                    return
+                await asyncio.sleep(RESUME_POLL_S)
+
+        return StreamingResponse(events(), media_type="text/event-stream", headers=SSE_HEADERS)
+
     def error_event(self, run: ResponseRun, err: ServeAppError) -> bytes:
         """``response.failed``, with the error's code and message."""
-        event = run.writer.failed(err.code or err.type, err.message)[0]
+        event = run.writer.failed_with(err.status, err.message)[0]
         return sse.event(event["type"], event)
 
     async def collect(self, run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> tuple[dict, int]:
@@ -88,7 +143,47 @@ class ResponsesEndpoint(GenerationEndpoint[ResponseRun]):
         return json_response(await self._service.input_tokens(body, self._s.principal(request)))
 
     async def get(self, request: Request) -> Response:
-        record = await self._service.stored(self._s.principal(request), request.path_params["response_id"])
+        """The stored response; with ``stream=true``, a background response's events after ``starting_after``."""
+        principal = self._s.principal(request)
+        id = request.path_params["response_id"]
+        if request.query_params.get("stream", "false").lower() not in ("true", "1"):
+            record = await self._service.stored(principal, id)
+            return json_response(record["response"])
+        after = _starting_after(request.query_params.get("starting_after"))
+        got = await self._store.run_events.remote(principal.name, id, after) if self._store is not None else None
+        if got is None:
+            await self._service.stored(principal, id)  # 404 if it is not there at all
+            raise InvalidRequest("Only a background response's stream can be read again.", param="stream")
+        if after > got["last"]:
+            raise InvalidRequest(
+                f"starting_after {after} is past this response's last event ({got['last']}).", param="starting_after"
+            )
+        logger.info("responses %s stream read again after %d in pid %d", id, after, os.getpid())
+        self._read_again += 1
+        return self._tail(principal, id, after)
+
+    def background_stats(self) -> dict[str, Any]:
+        """This process's background runs and the streams it read again (for operators and tests)."""
+        return {"running": self._background.ids(), "read_again": self._read_again}
+
+    async def cancel(self, request: Request) -> Response:
+        """``POST /v1/responses/{id}/cancel``: stop a background run (from any replica); the response as it ends."""
+        principal = self._s.principal(request)
+        id = request.path_params["response_id"]
+        state = await self._store.run_cancel.remote(principal.name, id) if self._store is not None else None
+        record = await self._service.stored(principal, id)  # 404 for an unknown id or another tenant's
+        if state is None:
+            raise InvalidRequest("Only a background response can be cancelled.", param="response_id")
+        if state == "done" and record["response"]["status"] != "cancelled":
+            raise InvalidRequest(
+                f"Response '{id}' already ended ({record['response']['status']}): only a queued or in-progress "
+                "background response can be cancelled.",
+                param="response_id",
+            )
+        deadline = time.monotonic() + CANCEL_WAIT_S
+        while record["response"]["status"] in ("queued", "in_progress") and time.monotonic() < deadline:
+            await asyncio.sleep(RESUME_POLL_S)
+            record = await self._service.stored(principal, id)
         return json_response(record["response"])
 
     async def delete(self, request: Request) -> Response:
@@ -128,3 +223,16 @@ async def collect(run: ResponseRun, events: AsyncIterator[ChoiceEvent]) -> None:
         await events.aclose()  # type: ignore[attr-defined]
     if run.writer.status == "in_progress":
         raise EngineUnavailable("The model replica ended the response early; retry the request.")
+
+
+def _starting_after(raw: str | None) -> int:
+    if raw is None:
+        return -1
+    try:
+        value = int(raw)
+    except ValueError:
+        message = "starting_after must be an integer (an event's sequence_number)."
+        raise InvalidRequest(message, param="starting_after") from None
+    if value < -1:
+        raise InvalidRequest("starting_after must be -1 or more.", param="starting_after")
+    return value

@@ -199,6 +199,8 @@ class ResponsesRequest(WireModel):
     # response's items are added to it.
     conversation: str | None = None
     stream: bool = False
+    # Run detached from the connection: poll, resume the stream or cancel it from any replica.
+    background: bool = False
     user: str | None = None
     # Beside OpenAI's fields, as vLLM's server takes them.
     seed: int | None = Field(None, ge=-(2**63), le=2**63 - 1)
@@ -228,6 +230,8 @@ class ResponsesRequest(WireModel):
             raise ValueError("input: must not be empty")
         if self.conversation is not None and self.previous_response_id:
             raise ValueError("conversation and previous_response_id cannot be used together")
+        if self.background and not self.store:
+            raise ValueError("background: true needs store: true (the run is polled and resumed from the store)")
         return self
 
     @property

@@ -30,6 +30,14 @@ REASONING_EVENTS = {
 }
 
 
+def error_code(status: int) -> str:
+    """A response's ``error.code`` for an error of this HTTP status (OpenAI's ``ResponseErrorCode``
+    enum: rate_limit_exceeded, invalid_prompt, server_error, ...); the message says the rest."""
+    if status == 429:
+        return "rate_limit_exceeded"
+    return "invalid_prompt" if 400 <= status < 500 else "server_error"
+
+
 class ResponseWriter:
     def __init__(self, envelope: dict[str, Any], reasoning_events: str = "openai"):
         # Every field of the response but status, output, usage and the outcome.
@@ -135,6 +143,21 @@ class ResponseWriter:
             self.status = "completed"
             events.append(self._event("response.completed", response=self.response()))
         return events
+
+    def cancelled(self) -> list[dict[str, Any]]:
+        """A background run stopped on request: its open item closed, ``status: cancelled``.
+
+        OpenAI's stream has no cancelled event: the terminal event is
+        ``response.failed``, its response ``cancelled`` without an error.
+        """
+        events = self._close(incomplete=True)
+        self.status = "cancelled"
+        events.append(self._event("response.failed", response=self.response()))
+        return events
+
+    def failed_with(self, status: int, message: str) -> list[dict[str, Any]]:
+        """``failed`` for an error of HTTP ``status``, its code one of those OpenAI's response errors take."""
+        return self.failed(error_code(status), message)
 
     def failed(self, code: str, message: str) -> list[dict[str, Any]]:
         self.status = "failed"

@@ -114,7 +114,7 @@ def _envelope(id: str, request: ResponsesRequest, effort: str, defaults: Samplin
         "prompt_cache_key": request.prompt_cache_key,
         "service_tier": "default",
         "truncation": "disabled",
-        "background": False,
+        "background": request.background,
         "conversation": {"id": request.conversation} if request.conversation else None,
     }
 
@@ -288,6 +288,8 @@ class ResponsesService:
         request: ResponsesRequest = parse(ResponsesRequest, body, deepest=True)
         ref = await self._resolver.resolve(request.model, principal)
         if self._store is None:
+            if request.background:
+                raise InvalidRequest("background needs stored responses (responses.enabled).", param="background")
             # responses.enabled is off: nothing is kept, and the response says so.
             request.store = False
         prompt, input_items, new, effort = await self._prepare(request, principal, recent)

@@ -150,7 +150,7 @@ class ResponsesSocket:
                 outcome.status = 200
             except ServeAppError as e:
                 outcome.status = e.status
-                await self._send(ws, run.writer.failed(e.code or e.type, e.message)[0])
+                await self._send(ws, run.writer.failed_with(e.status, e.message)[0])
             except (WebSocketDisconnect, OSError):
                 raise
             except Exception:

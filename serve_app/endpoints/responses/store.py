@@ -19,6 +19,7 @@ from typing import Any
 
 from serve_app.config import AppConfig
 from serve_app.endpoints.conversations.db import ConversationDB
+from serve_app.endpoints.responses.runs import RunDB
 from serve_app.sqlite_tx import transaction
 
 CONVERSATION_OPS = frozenset({"create", "get", "update", "delete", "add", "items", "item", "delete_item"})
@@ -61,7 +62,14 @@ class ResponseDB:
         self._retention_s = retention_s
         self._max = max_stored
         self._writes = 0
+        self._runs: RunDB | None = None
         self.prune()
+        self._runs = RunDB(self._db, self.get, self.replace)
+
+    @property
+    def runs(self) -> RunDB:
+        assert self._runs is not None
+        return self._runs
 
     @property
     def connection(self) -> sqlite3.Connection:
@@ -82,6 +90,13 @@ class ResponseDB:
         self._writes += 1
         if self._writes % PRUNE_EVERY == 0:
             self.prune()
+
+    def replace(self, owner: str, response: dict[str, Any]) -> None:
+        """The response as it stands now (a background run's progress); its input items stay."""
+        self._db.execute(
+            "UPDATE responses SET response = ? WHERE id = ? AND owner = ?",
+            (json.dumps(response), response["id"], owner),
+        )
 
     def get(self, owner: str, id: str) -> dict[str, Any] | None:
         row = self._db.execute(
@@ -109,6 +124,8 @@ class ResponseDB:
         with transaction(self._db):
             cur = self._db.execute("DELETE FROM responses WHERE id = ? AND owner = ?", (id, owner))
             self._db.execute("DELETE FROM items WHERE response_id = ? AND owner = ?", (id, owner))
+        if cur.rowcount > 0:
+            self.runs.forget([id])
         return cur.rowcount > 0
 
     def prune(self) -> None:
@@ -119,6 +136,8 @@ class ResponseDB:
                 (self._max,),
             )
             self._db.execute("DELETE FROM items WHERE response_id NOT IN (SELECT id FROM responses)")
+        if self._runs is not None:
+            self._runs.prune()
 
 
 class ResponseStore:
@@ -139,7 +158,25 @@ class ResponseStore:
         self._db.put(owner, response, input_items)
 
     async def get(self, owner: str, id: str) -> dict[str, Any] | None:
+        self._db.runs.check(owner, id)  # a background run whose process stopped ends failed here
         return self._db.get(owner, id)
+
+    # -- background runs (``runs``) ----------------------------------------------
+
+    async def run_start(self, owner: str, response: dict[str, Any], input_items: list[dict[str, Any]]) -> None:
+        self._db.put(owner, response, input_items)
+        self._db.runs.start(owner, response["id"])
+
+    async def run_append(
+        self, owner: str, id: str, events: list[dict[str, Any]], response: dict[str, Any]
+    ) -> dict[str, bool]:
+        return self._db.runs.append(owner, id, events, response)
+
+    async def run_events(self, owner: str, id: str, after: int) -> dict[str, Any] | None:
+        return self._db.runs.events(owner, id, after)
+
+    async def run_cancel(self, owner: str, id: str) -> str | None:
+        return self._db.runs.cancel(owner, id)
 
     async def items(self, owner: str, ids: list[str]) -> dict[str, dict[str, Any]]:
         return self._db.items(owner, ids)
