@@ -262,3 +262,53 @@ def test_websocket_mode_through_serve_streams_continues_and_survives_bad_frames(
         ws.send(json.dumps({**create, "previous_response_id": first["id"], "input": "Continue"}))
         error = _ws_turn(ws)[-1]
         assert error["status"] == 400 and error["error"]["code"] == "previous_response_not_found"
+
+
+def test_agents_sdk_conversation_session(serve_url, gptoss_app):
+    """The OpenAI Agents SDK's conversation-backed session (``OpenAIConversationsSession``):
+    its history lives in our Conversations API, two runs share it, its pop and clear work."""
+    import asyncio
+
+    from agents import (
+        Agent,
+        ModelSettings,
+        OpenAIConversationsSession,
+        OpenAIResponsesModel,
+        Runner,
+        set_tracing_disabled,
+    )
+
+    set_tracing_disabled(True)  # the SDK would send traces to OpenAI's host
+    client = openai.AsyncOpenAI(base_url=f"{serve_url}/gptoss/v1", api_key="unused", max_retries=0, timeout=120)
+    agent = Agent(
+        name="capitals",
+        instructions=HELPFUL,
+        model=OpenAIResponsesModel(model=BASE, openai_client=client),
+        model_settings=ModelSettings(temperature=0, max_tokens=300),
+    )
+
+    async def run() -> tuple:
+        session = OpenAIConversationsSession(openai_client=client)
+        first = await Runner.run(agent, "Name the european capitals", session=session)
+        after_first = await session.get_items()
+        second = await Runner.run(agent, "Name the european capitals", session=session)
+        items = await session.get_items()
+        popped = await session.pop_item()
+        left = await session.get_items()
+        cid = session.session_id
+        await session.clear_session()
+        return cid, first, after_first, second, items, popped, left
+
+    cid, first, after_first, second, items, popped, left = asyncio.run(run())
+    assert first.final_output == CAPITALS_FINAL
+    # The first turn's user message and the model's items, then the second turn's after them.
+    assert after_first[0]["role"] == "user" and after_first[-1]["type"] == "message"
+    assert items[: len(after_first)] == after_first and len(items) > len(after_first) + 1
+    assert [i.get("role") for i in items if i.get("type", "message") == "message"].count("user") == 2
+    # The second run saw the first turn: its prompt is longer than the first's by that turn.
+    used = [r.usage.input_tokens for r in second.raw_responses]
+    assert used[0] > first.raw_responses[0].usage.input_tokens
+    assert popped == items[-1] and left == items[:-1]
+    sync = openai.OpenAI(base_url=f"{serve_url}/gptoss/v1", api_key="unused", max_retries=0)
+    with pytest.raises(openai.NotFoundError):
+        sync.conversations.retrieve(cid)
