@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+import anyio
 import orjson
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response, StreamingResponse
@@ -72,6 +73,27 @@ class Outcome:
     completion_tokens: int = 0
 
 
+class _Stream(StreamingResponse):
+    """A streamed response whose ending runs even when its body never started.
+
+    The client can leave between the first engine event and the first byte
+    (Starlette then never iterates the body, or the response start fails):
+    without this the engine request would run to its end for nobody and the
+    tenant's quota slot would stay taken.
+    """
+
+    def __init__(self, body: AsyncIterator[bytes], unstarted: Callable[[], Awaitable[None]], **kwargs: Any):
+        super().__init__(body, **kwargs)
+        self._unstarted = unstarted
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            with anyio.CancelScope(shield=True):
+                await self._unstarted()
+
+
 def sse_response(
     body: AsyncIterator[bytes],
     events: AsyncIterator[Any],
@@ -83,8 +105,11 @@ def sse_response(
     headers: dict[str, str] | None = None,
 ) -> StreamingResponse:
     """A streamed response: ``body``'s events, an error in-band, ``done`` once at the end."""
+    started = False
 
     async def guarded() -> AsyncIterator[bytes]:
+        nonlocal started
+        started = True
         try:
             async for part in body:
                 yield part
@@ -103,4 +128,10 @@ def sse_response(
         if done is not None:
             yield done
 
-    return StreamingResponse(guarded(), media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})
+    async def unstarted() -> None:
+        """The client left before the body started: abort the engine requests, end it (499)."""
+        if not started:
+            await events.aclose()  # type: ignore[attr-defined]
+            on_end(outcome)
+
+    return _Stream(guarded(), unstarted, media_type="text/event-stream", headers={**SSE_HEADERS, **(headers or {})})

@@ -78,3 +78,40 @@ def test_wire_form_round_trips():
     assert isinstance(wire, list)
     assert TokenChunk.from_wire(wire) == chunk
     assert TokenChunk.from_wire(chunk) is chunk
+
+
+@pytest.mark.parametrize("asgi", ["2.4", "2.3"])
+def test_a_client_gone_before_the_first_byte_still_ends_the_stream(asgi):
+    """The response start fails (ASGI 2.4: send raises) or the disconnect wins the race
+    (older servers): the body never runs, yet the engine requests are aborted and the
+    request ends once (499), which frees the tenant's quota slot."""
+    from serve_app.api.http import Outcome, sse_response
+
+    closed: list = []
+    ended: list[int] = []
+
+    async def body():
+        yield b"data: never\n\n"
+
+    async def run():
+        events = _source(3, 0, closed=closed)
+        await anext(events)  # the first engine event, taken before the response (``peek``)
+        outcome = Outcome()
+        response = sse_response(body(), events, outcome, lambda e: b"", lambda o: ended.append(o.status))
+
+        async def receive():
+            return {"type": "http.disconnect"}
+
+        async def send(message):
+            if asgi == "2.4":
+                raise OSError("client gone")
+            await asyncio.Event().wait()  # never written: the disconnect wins
+
+        scope = {"type": "http", "asgi": {"spec_version": asgi}}
+        try:
+            await response(scope, receive, send)
+        except Exception:
+            pass  # ClientDisconnect, as Starlette raises it
+
+    asyncio.run(run())
+    assert closed == [True] and ended == [499]
